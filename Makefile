@@ -1,0 +1,34 @@
+# The README's two commands: `make figure6` and `make test`. Both do all set-up on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+STAMP  := $(VENV)/.installed
+OUT    ?= paper_figs/out
+JOBS   ?= 2
+
+.PHONY: venv figure6 test lint bench clean
+
+venv: $(STAMP)
+
+# torch CPU 2.13.0 first: an unpinned torch would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install torch==2.13.0
+	$(PIP) install -e ".[dev]"
+	touch $(STAMP)
+
+figure6: $(STAMP)
+	$(VENV)/bin/hidden-rules figure6 --out $(OUT) --overwrite
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+test: lint
+	$(PY) -m pytest -n $(JOBS) -q
+
+bench: $(STAMP)
+	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,45 @@
+"""Output helpers shared by the figure scripts: never overwrite silently, write atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+def prepare_outputs(out_dir, names, overwrite: bool) -> list[Path]:
+    """Create ``out_dir`` and return the output paths; refuse to replace existing files unless asked."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / n for n in names]
+    existing = [str(p) for p in paths if p.exists()]
+    if existing and not overwrite:
+        raise ValueError(f"output files exist: {', '.join(existing)}; pass --overwrite to replace them")
+    return paths
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def save_figure(fig, path) -> None:
+    """Save a matplotlib figure atomically (format from the suffix)."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format=Path(path).suffix.lstrip("."), dpi=150, bbox_inches="tight")
+    atomic_write_bytes(path, buf.getvalue())
