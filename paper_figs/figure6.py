@@ -1,0 +1,187 @@
+"""Figure 6: psi_t of trained two-layer score networks vs the rule value alpha_t / beta_t^2.
+
+For each activation (ReLU, linear, quadratic, cubic) and t in {0.2, 0.4, 0.6, 0.8} (App. F: d=100,
+m=20, OU schedule) a network of eq. (1) is trained by full-batch GD on eq. (2); psi_t (Def 4.3) is
+evaluated on fresh x_t and histogrammed against alpha_t/beta_t^2, with bias and variance per panel.
+
+Writes, per loss target, ``figure6_<target>.png/.pdf``, ``figure6_<target>.json`` (every number
+behind the plot: configs, histograms, rule errors, training histories) and
+``figure6_<target>_psi.csv`` (the psi samples). Run: ``python -m paper_figs.figure6`` or
+``hidden-rules figure6``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import sys
+import time
+
+import numpy as np
+
+from paper_figs._io import atomic_write_bytes, prepare_outputs, save_figure, write_json
+from theory.losses import Target
+from theory.network import ACTIVATIONS
+from theory.rule import psi, rule_error
+from theory.train import ESTIMATORS, TrainConfig, train_many
+from theory.zeta import parse_zeta
+
+ACTS = ("relu", "linear", "quadratic", "cubic")
+TIMES = (0.2, 0.4, 0.6, 0.8)
+# Reduced Monte Carlo sizes for the CPU default (App. F: n = n_eps = 1000, 5000 epochs).
+MC_DEFAULTS = {"n": 100, "n_eps": 10, "epochs": 2000}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="paper_figs/out", help="output folder (default: paper_figs/out)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--loss", choices=("paper", "score", "both"), default="paper",
+                   help="eq. (2) as printed ('paper'), consistent DSM ('score'), or both")
+    p.add_argument("--estimator", choices=ESTIMATORS, default="mc", help="Monte Carlo (App. F) or exact")
+    p.add_argument("--n", type=int, default=None, help=f"data per epoch (MC; default {MC_DEFAULTS['n']}, App. F 1000)")
+    p.add_argument("--n-eps", type=int, default=None,
+                   help=f"noise draws per datum (MC; default {MC_DEFAULTS['n_eps']}, App. F 1000)")
+    p.add_argument("--epochs", type=int, default=None, help=f"GD epochs (default {MC_DEFAULTS['epochs']}, App. F 5000)")
+    p.add_argument("--mc-dtype", choices=("float32", "float64"), default="float64")
+    p.add_argument("--d", type=int, default=100)
+    p.add_argument("--m", type=int, default=20)
+    p.add_argument("--t", type=float, nargs="+", default=list(TIMES))
+    p.add_argument("--activations", nargs="+", default=list(ACTS), choices=list(ACTIVATIONS))
+    p.add_argument("--zeta", default="uniform:0.2:0.8", help="zeta distribution (default uniform:0.2:0.8)")
+    p.add_argument("--lr", type=float, default=None, help="GD step size (default: per activation and loss)")
+    p.add_argument("--init-std", type=float, default=None, help="init std (default 0.1/sqrt(d))")
+    p.add_argument("--samples", type=int, default=5000, help="fresh x_t per panel for the histogram (App. F 5000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--checkpoint-dir", default=None, help="save/resume Monte Carlo training here")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def build_configs(args, target: str) -> list[TrainConfig]:
+    sizes = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in MC_DEFAULTS.items()}
+    zeta = parse_zeta(args.zeta)
+    return [TrainConfig(activation=a, t=t, d=args.d, m=args.m, zeta=zeta, target=target, estimator=args.estimator,
+                        n=sizes["n"], n_eps=sizes["n_eps"], epochs=sizes["epochs"], lr=args.lr,
+                        init_std=args.init_std, seed=args.seed, mc_dtype=args.mc_dtype, device=args.device)
+            for a in args.activations for t in args.t]
+
+
+def panel_results(results, samples: int, seed: int) -> list[dict]:
+    """psi samples, histogram and rule error (Def 4.3) of each trained net on fresh x_t."""
+    panels = []
+    for i, res in enumerate(results):
+        cfg = res.config
+        alpha, beta = cfg.alpha_beta
+        data = cfg.data()
+        rng = np.random.default_rng([seed, 6, i])
+        x_t = data.sample_xt(samples, alpha, beta, rng)
+        values = psi(res.net, x_t, data).cpu().numpy()
+        mc = rule_error(res.net, data, alpha, beta, n=samples, rng=np.random.default_rng([seed, 7, i]))
+        panel = {"config": cfg.describe(), "alpha": alpha, "beta": beta, "rule_value": alpha / beta**2,
+                 "psi": values, "rule_error_mc": mc.as_dict(), "train_seconds": res.seconds,
+                 "final_loss": res.history["loss"][-1], "final_grad_norm": res.history["grad_norm"][-1],
+                 "history": {k: list(v) for k, v in res.history.items()}}
+        try:
+            from theory.population import population_rule_error
+
+            panel["rule_error_exact"] = population_rule_error(res.net, data, alpha, beta).as_dict()
+        except ImportError:
+            pass
+        panels.append(panel)
+    return panels
+
+
+def plot(panels, acts, times, target: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(acts), len(times), figsize=(3.2 * len(times), 2.6 * len(acts)), squeeze=False)
+    for panel in panels:
+        cfg = panel["config"]
+        ax = axes[acts.index(cfg["activation"])][times.index(cfg["t"])]
+        values = panel["psi"]
+        lo, hi = np.percentile(values, [0.5, 99.5])
+        lo, hi = min(lo, panel["rule_value"]), max(hi, panel["rule_value"])
+        pad = 0.05 * (hi - lo + 1e-12)
+        counts, edges = np.histogram(values, bins=50, range=(lo - pad, hi + pad))
+        panel["hist_counts"], panel["hist_edges"] = counts.tolist(), edges.tolist()
+        ax.hist(values, bins=edges, color="#4c72b0", alpha=0.8)
+        ax.axvline(panel["rule_value"], color="#c44e52", lw=2, label=r"$\alpha_t/\beta_t^2$")
+        err = panel.get("rule_error_exact") or panel["rule_error_mc"]
+        ax.text(0.02, 0.97, f"bias {err['bias']:+.3g}\nvar {err['variance']:.3g}", transform=ax.transAxes,
+                va="top", fontsize=8, bbox={"facecolor": "white", "alpha": 0.8, "lw": 0})
+        ax.set_title(f"{cfg['activation']}, t={cfg['t']:g}", fontsize=9)
+        ax.tick_params(labelsize=7)
+    axes[0][0].legend(fontsize=7, loc="upper right")
+    name = "eq. (2) as printed (target eps)" if target == "paper" else "consistent DSM (target -eps/beta)"
+    fig.suptitle(f"Figure 6: psi_t of trained two-layer score nets - loss: {name}", fontsize=11)
+    fig.supxlabel(r"$\psi_t(x_t)$")
+    fig.tight_layout()
+    return fig
+
+
+def _jsonable(panels):
+    out = []
+    for p in panels:
+        q = dict(p)
+        values = q.pop("psi")
+        pct = {str(k): float(np.percentile(values, k)) for k in (0.5, 2.5, 50, 97.5, 99.5)}
+        q["psi_summary"] = {"n": int(values.size), "mean": float(values.mean()),
+                            "variance": float(values.var(ddof=1)), "percentiles": pct}
+        out.append(q)
+    return out
+
+
+def run(args) -> int:
+    targets = ("paper", "score") if args.loss == "both" else (args.loss,)
+    names = []
+    for target in targets:
+        names += [f"figure6_{target}.{ext}" for ext in ("png", "pdf", "json")] + [f"figure6_{target}_psi.csv"]
+    paths = prepare_outputs(args.out, names, args.overwrite)
+    t_start = time.perf_counter()
+    for j, target in enumerate(targets):
+        configs = build_configs(args, target)
+        t0 = time.perf_counter()
+        results = train_many(configs, progress=not args.no_progress, checkpoint_dir=args.checkpoint_dir)
+        train_seconds = time.perf_counter() - t0
+        panels = panel_results(results, args.samples, args.seed)
+        fig = plot(panels, list(args.activations), list(args.t), target)
+        png, pdf, js, csv_path = paths[4 * j: 4 * j + 4]
+        save_figure(fig, png)
+        save_figure(fig, pdf)
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow([f"{p['config']['activation']}_t{p['config']['t']:g}" for p in panels])
+        writer.writerows(np.stack([p["psi"] for p in panels], axis=1).tolist())
+        atomic_write_bytes(csv_path, buf.getvalue().encode())
+        write_json(js, {
+            "figure": "Figure 6", "loss_target": Target.parse(target).value,
+            "choices_not_in_paper": {
+                "zeta": configs[0].zeta.describe(), "init_std": configs[0].init_scale,
+                "lr": {c.activation: c.step_size for c in configs},
+                "note": "The paper gives neither the zeta distribution, the init scale nor the step size.",
+            },
+            "estimator": args.estimator, "samples_per_panel": args.samples, "seed": args.seed,
+            "train_seconds_total": train_seconds, "panels": _jsonable(panels),
+        })
+        print(f"wrote {png}, {pdf}, {js}, {csv_path} (training {train_seconds:.1f} s)")
+        print(f"{'activation':<10} {'t':>4} {'alpha/beta^2':>12} {'bias':>9} {'variance':>9} {'E':>9}")
+        for p in panels:
+            err = p.get("rule_error_exact") or p["rule_error_mc"]
+            print(f"{p['config']['activation']:<10} {p['config']['t']:>4g} {p['rule_value']:>12.4f} "
+                  f"{err['bias']:>9.4f} {err['variance']:>9.4f} {err['total']:>9.4f}")
+    print(f"total {time.perf_counter() - t_start:.1f} s")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m paper_figs.figure6", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,264 @@
+"""Full-batch gradient descent on the DSM loss eq. (2), as in App. F.
+
+``train(TrainConfig(...))`` trains one ``TwoLayerScore`` at one diffusion time t (OU schedule of
+App. F) and returns ``TrainResult(net, history)``. Two estimators of the loss:
+
+* ``"mc"``: App. F's Monte Carlo loss over a fixed set of n data x n_eps noise draws
+  (``theory.losses.MonteCarloLoss``; ``resample=True`` draws a fresh set every epoch instead,
+  the other reading of App. F's 'for each epoch, we sample').
+* ``"exact"``: the population loss (``theory.population``), i.e. the n, n_eps -> infinity limit the
+  theorems are about, trained in the reduced coordinates of span(initial weights, u, v).
+
+The paper does not state the learning rate, the initialisation scale or the zeta distribution;
+our defaults are in ``TrainConfig`` and are written into every figure's JSON.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ._checks import DTYPE, check_choice, check_int, check_real, resolve_device
+from .data import MultiPatchData
+from .losses import MonteCarloLoss, Target
+from .network import ACTIVATIONS, TwoLayerScore, default_init_std, get_activation
+from .schedules import ou_schedule
+from .zeta import Uniform, ZetaDistribution
+
+ESTIMATORS = ("mc", "exact")
+
+# Step sizes (target, activation): round values for which GD is stable at every t in
+# {0.2, ..., 0.8} from our default initialisation (the paper does not give its step size).
+DEFAULT_LR = {
+    ("paper", "relu"): 3e-2, ("paper", "linear"): 3e-2, ("paper", "quadratic"): 1e-2, ("paper", "cubic"): 1e-2,
+    ("score", "relu"): 1e-1, ("score", "linear"): 1e-1, ("score", "quadratic"): 1e-1, ("score", "cubic"): 1e-1,
+}
+
+
+def default_zeta() -> ZetaDistribution:
+    """zeta ~ U[0.2, 0.8]: our choice; the paper's App. F does not name D_zeta."""
+    return Uniform(0.2, 0.8)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run. Defaults are App. F's sizes (d=100, m=20, n=n_eps=1000, 5000 epochs)."""
+
+    activation: str = "relu"
+    t: float = 0.4
+    d: int = 100
+    m: int = 20
+    zeta: ZetaDistribution = field(default_factory=default_zeta)
+    target: str = "paper"
+    estimator: str = "mc"
+    n: int = 1000
+    n_eps: int = 1000
+    epochs: int = 5000
+    lr: float | None = None
+    init_std: float | None = None
+    seed: int = 0
+    mc_dtype: str = "float64"
+    resample: bool = False
+    device: str = "auto"
+    log_every: int = 10
+
+    def __post_init__(self):
+        get_activation(self.activation)
+        check_real("t", self.t, positive=True)
+        check_int("d", self.d, minimum=2)
+        check_int("m", self.m, minimum=1)
+        if not isinstance(self.zeta, ZetaDistribution):
+            raise ValueError(f"zeta must be a ZetaDistribution, got {self.zeta!r}")
+        Target.parse(self.target)
+        check_choice("estimator", self.estimator, ESTIMATORS)
+        check_int("n", self.n)
+        check_int("n_eps", self.n_eps)
+        check_int("epochs", self.epochs, minimum=0)
+        if self.lr is not None:
+            check_real("lr", self.lr, positive=True)
+        if self.init_std is not None:
+            check_real("init_std", self.init_std, nonneg=True)
+        check_int("seed", self.seed, minimum=0)
+        check_choice("mc_dtype", self.mc_dtype, ("float32", "float64"))
+        check_int("log_every", self.log_every)
+        resolve_device(self.device)
+
+    @property
+    def alpha_beta(self) -> tuple[float, float]:
+        return ou_schedule(self.t)
+
+    @property
+    def step_size(self) -> float:
+        return DEFAULT_LR[(Target.parse(self.target).value, self.activation)] if self.lr is None else self.lr
+
+    @property
+    def init_scale(self) -> float:
+        return default_init_std(self.d) if self.init_std is None else self.init_std
+
+    def data(self) -> MultiPatchData:
+        return MultiPatchData(self.d, self.zeta)
+
+    def init_net(self) -> TwoLayerScore:
+        _, beta = self.alpha_beta
+        return TwoLayerScore(self.d, self.m, self.activation, init_std=self.init_scale, beta=beta,
+                             seed=self.seed, device=self.device)
+
+    def describe(self) -> dict:
+        return {"activation": self.activation, "t": self.t, "d": self.d, "m": self.m,
+                "zeta": self.zeta.describe(), "target": Target.parse(self.target).value,
+                "estimator": self.estimator, "n": self.n, "n_eps": self.n_eps, "epochs": self.epochs,
+                "lr": self.step_size, "init_std": self.init_scale, "seed": self.seed,
+                "mc_dtype": self.mc_dtype, "resample": self.resample}
+
+    def label(self) -> str:
+        return f"{self.activation}, t={self.t:g}, target={Target.parse(self.target).value}"
+
+
+@dataclass
+class TrainResult:
+    """The trained network and its loss history (epochs at which the loss was logged)."""
+
+    net: TwoLayerScore
+    history: dict
+    config: TrainConfig
+    seconds: float = 0.0
+
+
+class TrainingDiverged(RuntimeError):
+    """GD produced a non-finite or exploding loss; ``.result`` holds the last finite weights."""
+
+    def __init__(self, message: str, result: TrainResult, step: int):
+        super().__init__(message)
+        self.result = result
+        self.step = step
+
+
+def _exploded(loss: float, first: float) -> bool:
+    return not math.isfinite(loss) or abs(loss) > 1e6 * (1.0 + abs(first))
+
+
+def _save_checkpoint(path: Path, payload: dict) -> None:
+    """Atomic: write a temporary file next to ``path``, then rename over it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path: Path, config: TrainConfig) -> dict | None:
+    if not path.exists():
+        return None
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    if payload.get("config") != config.describe():
+        raise ValueError(f"checkpoint {path} was written for another config; move it away or use another directory")
+    return payload
+
+
+def checkpoint_path(directory, config: TrainConfig) -> Path:
+    """File name of a config's checkpoint inside ``directory``."""
+    c = config.describe()
+    return Path(directory) / (f"{c['estimator']}_{c['target']}_{c['activation']}_t{c['t']:g}_d{c['d']}_m{c['m']}"
+                              f"_s{c['seed']}.pt")
+
+
+def _train_mc(config: TrainConfig, progress: bool, checkpoint: Path | None = None,
+              checkpoint_every: int = 500) -> TrainResult:
+    alpha, beta = config.alpha_beta
+    data = config.data()
+    dtype = torch.float32 if config.mc_dtype == "float32" else torch.float64
+    mc = MonteCarloLoss(data, alpha, beta, n=config.n, n_eps=config.n_eps, target=config.target,
+                        seed=config.seed + 1, dtype=dtype, device=config.device)
+    net = config.init_net()
+    W = net.weights.detach().clone()
+    lr = config.step_size
+    hist = {"epoch": [], "loss": [], "grad_norm": []}
+    first = None
+    start = 0
+    state = _load_checkpoint(checkpoint, config) if checkpoint is not None else None
+    if state is not None:
+        W, hist, first, start = state["weights"].to(W.device, DTYPE), state["history"], state["first"], state["epoch"]
+    bar = tqdm(range(start, config.epochs + 1), desc=config.label(), disable=not progress, leave=False)
+    for k in bar:
+        if checkpoint is not None and k > start and (k % checkpoint_every == 0 or k == config.epochs):
+            _save_checkpoint(checkpoint, {"config": config.describe(), "weights": W.cpu(), "history": hist,
+                                          "first": first, "epoch": k})
+        if config.resample and k > 0:
+            mc.resample(config.seed + 1 + k)
+        loss, grad = mc.value_and_grad(W, config.activation)
+        loss = float(loss)
+        first = loss if first is None else first
+        gnorm = float(grad.norm())
+        if _exploded(loss, first) or not math.isfinite(gnorm):
+            net = TwoLayerScore.from_weights(W, config.activation, beta=beta)
+            res = TrainResult(net, hist, config)
+            raise TrainingDiverged(
+                f"training diverged for ({config.label()}) at epoch {k}: loss={loss:.4g} "
+                f"(first {first:.4g}); lower lr (now {lr:g}) or init_std", res, k)
+        if k % config.log_every == 0 or k == config.epochs:
+            hist["epoch"].append(k)
+            hist["loss"].append(loss)
+            hist["grad_norm"].append(gnorm)
+        if k < config.epochs:
+            W_new = W - lr * grad
+            if not bool(torch.isfinite(W_new).all()):
+                net = TwoLayerScore.from_weights(W, config.activation, beta=beta)
+                raise TrainingDiverged(f"training diverged for ({config.label()}) at epoch {k + 1}: "
+                                       "non-finite weights", TrainResult(net, hist, config), k + 1)
+            W = W_new
+    net = TwoLayerScore.from_weights(W, config.activation, beta=beta, device=config.device)
+    return TrainResult(net, hist, config)
+
+
+def train(config: TrainConfig, progress: bool = True) -> TrainResult:
+    """Gradient descent on eq. (2) from the config's small Gaussian initialisation (App. F)."""
+    if not isinstance(config, TrainConfig):
+        raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
+    return train_many([config], progress=progress)[0]
+
+
+def train_many(configs, progress: bool = True, checkpoint_dir=None) -> list[TrainResult]:
+    """Train several configs; the exact estimator runs them as one batched GD where possible.
+
+    With ``checkpoint_dir``, Monte Carlo runs save their state atomically every 500 epochs and
+    resume from it when called again with the same configs.
+    """
+    configs = list(configs)
+    if not configs:
+        raise ValueError("configs must be a non-empty list of TrainConfig")
+    for c in configs:
+        if not isinstance(c, TrainConfig):
+            raise ValueError(f"configs must contain TrainConfig objects, got {type(c).__name__}")
+    results: list[TrainResult | None] = [None] * len(configs)
+    exact = [i for i, c in enumerate(configs) if c.estimator == "exact"]
+    if exact:
+        from .population import train_exact_batch  # noqa: PLC0415 - optional heavy path
+
+        t0 = time.perf_counter()
+        for i, res in zip(exact, train_exact_batch([configs[i] for i in exact], progress=progress)):
+            results[i] = res
+        per = (time.perf_counter() - t0) / len(exact)
+        for i in exact:
+            results[i].seconds = per
+    outer = tqdm([i for i, c in enumerate(configs) if c.estimator == "mc"], desc="training (Monte Carlo)",
+                 disable=not progress or len(configs) == 1)
+    for i in outer:
+        t0 = time.perf_counter()
+        ckpt = None if checkpoint_dir is None else checkpoint_path(checkpoint_dir, configs[i])
+        results[i] = _train_mc(configs[i], progress, checkpoint=ckpt)
+        results[i].seconds = time.perf_counter() - t0
+    return results
+
+
+def with_defaults(**overrides) -> TrainConfig:
+    """A ``TrainConfig`` with App. F defaults and the given overrides."""
+    return replace(TrainConfig(), **overrides)
+
+
+__all__ = ["TrainConfig", "TrainResult", "TrainingDiverged", "train", "train_many", "ESTIMATORS",
+           "ACTIVATIONS", "DTYPE"]
