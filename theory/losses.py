@@ -102,7 +102,13 @@ class MonteCarloLoss:
         if P > 2:
             x0[:, 2:] = torch.randn((self.n, P - 2, d), generator=gen, dtype=DTYPE)
         self.x0 = x0.to(self.device, self.dtype)
-        self.eps = torch.randn((self.n, self.n_eps, P, d), generator=gen, dtype=self.dtype).to(self.device)
+        # Drawn in float64 blocks and stored in ``dtype``: the float32 and float64 estimators share one sample set.
+        eps = torch.empty((self.n, self.n_eps, P, d), dtype=self.dtype)
+        block = max(1, (1 << 22) // (self.n_eps * P * d))
+        for i in range(0, self.n, block):
+            j = min(self.n, i + block)
+            eps[i:j] = torch.randn((j - i, self.n_eps, P, d), generator=gen, dtype=DTYPE).to(self.dtype)
+        self.eps = eps.to(self.device)
 
     def _check_weights(self, W) -> torch.Tensor:
         W = torch.as_tensor(W)

@@ -110,25 +110,41 @@ def _tilt_args(mode, sd):
 def _windowed_tilt(dist: ZetaDistribution, mode, sd, order: int):
     """Gauss-Legendre on the window where the tilted density is non-negligible (exp(-72) cut)."""
     lo, hi = dist.lo, dist.hi
-    K = 12.0
-    w0 = torch.clamp(mode - K * sd, min=lo, max=hi)
-    w1 = torch.clamp(mode + K * sd, min=lo, max=hi)
-    # Mode far outside the support: the mass sits in a boundary layer of width ~ sd^2 / distance.
-    below = mode + K * sd <= lo
-    above = mode - K * sd >= hi
-    layer = 80.0 * sd**2 / torch.clamp(torch.abs(torch.where(below, lo - mode, mode - hi)), min=1e-300)
-    w0 = torch.where(below, torch.full_like(mode, lo), torch.where(above, torch.clamp(hi - layer, min=lo), w0))
-    w1 = torch.where(below, torch.clamp(lo + layer, max=hi), torch.where(above, torch.full_like(mode, hi), w1))
+    K2 = 144.0  # keep every point where the Gaussian factor is within exp(-72) of its maximum on [lo, hi]
+    # Mode inside the support: mode +- 12 sd. Mode outside at distance D from the nearest end: the mass sits
+    # in a boundary layer of width L with ((D + L)^2 - D^2) / (2 sd^2) = 72, i.e. L = 144 sd^2 / (sqrt(D^2 +
+    # 144 sd^2) + D), written without cancellation; L = 12 sd at D = 0.
+    D_hi = torch.clamp(mode - hi, min=0.0)
+    D_lo = torch.clamp(lo - mode, min=0.0)
+    L_hi = K2 * sd**2 / (torch.sqrt(D_hi**2 + K2 * sd**2) + D_hi)
+    L_lo = K2 * sd**2 / (torch.sqrt(D_lo**2 + K2 * sd**2) + D_lo)
+    inner = 12.0 * sd
+    w0 = torch.where(mode > hi, hi - L_hi, torch.where(mode < lo, torch.full_like(mode, lo), mode - inner))
+    w1 = torch.where(mode < lo, lo + L_lo, torch.where(mode > hi, torch.full_like(mode, hi), mode + inner))
+    # The window is a fixed integration range: no gradient flows through its ends (the mass outside it is
+    # below exp(-72), and differentiating the moving nodes would amplify quadrature error by (mode - z)/sd^2).
+    w0 = torch.clamp(w0, min=lo, max=hi).detach()
+    w1 = torch.clamp(w1, min=lo, max=hi).detach()
     x, w = np.polynomial.legendre.leggauss(order)
     x = torch.as_tensor(x, dtype=DTYPE, device=mode.device)
     w = torch.as_tensor(w, dtype=DTYPE, device=mode.device)
     half = (w1 - w0)[..., None] / 2
-    nodes = (w0 + w1)[..., None] / 2 + half * x
-    # clamp strictly inside the support for the log-density at the end points
-    nodes = torch.clamp(nodes, min=lo, max=hi)
-    logw = torch.log(half * w) + dist.log_pdf(nodes) - (nodes - mode[..., None]) ** 2 / (2 * sd[..., None] ** 2)
-    log_z = torch.logsumexp(logw, dim=-1)
-    mean = (torch.softmax(logw, dim=-1) * nodes).sum(-1)
+    nodes = torch.clamp((w0 + w1)[..., None] / 2 + half * x, min=lo, max=hi)
+    return _tilted_sum(torch.log(half * w) + dist.log_pdf(nodes), nodes, mode, sd, torch.clamp(mode, w0, w1))
+
+
+def _tilted_sum(log_weights, nodes, mode, sd, centre):
+    """log sum_i exp(log_weights_i - (z_i - mode)^2 / (2 sd^2)) and the tilted mean of z, stably.
+
+    With c = ``centre`` (a detached point near the mass), -(z - m)^2 = -(c - m)^2 - (z - c)(z - c + 2(c - m)):
+    the huge per-row constant is kept out of the log-sum-exp, whose backward pass (weights exp(x - lse))
+    would otherwise lose ~|mode|^2/sd^2 * 1e-16 of normalisation and bias autograd's d log Z / d mode.
+    """
+    c = centre.detach()[..., None]
+    m, s2 = mode[..., None], 2 * sd[..., None] ** 2
+    logw = log_weights - (nodes - c) * (nodes - c + 2 * (c - m)) / s2
+    log_z = torch.logsumexp(logw, dim=-1) - ((c - m) ** 2 / s2)[..., 0]
+    mean = c[..., 0] + (torch.softmax(logw, dim=-1) * (nodes - c)).sum(-1)
     return log_z, mean
 
 
@@ -137,29 +153,50 @@ def _log_mills(x: torch.Tensor) -> torch.Tensor:
     return 0.5 * math.log(math.pi / 2) + torch.log(torch.special.erfcx(x / _SQRT2))
 
 
-def truncated_normal_stats(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """For Z ~ N(0, 1): log P(a < Z < b) and E[Z | a < Z < b], stable in the far tails."""
-    flip = a > 0  # reflect the lower-tail case B < 0 handled below via symmetry
+def _one_minus_x_mills(x: torch.Tensor) -> torch.Tensor:
+    """1 - x M(x) (= -M'(x)) for x >= 0 without cancellation: direct below 30, asymptotic series above
+    (1/x^2 - 3/x^4 + 15/x^6 - ..., ten terms: relative error < 1e-16 for x >= 30)."""
+    small = x < 30
+    xs = torch.where(small, x, torch.zeros_like(x))
+    direct = 1 - xs * torch.exp(_log_mills(xs))
+    xl = torch.where(small, torch.full_like(x, 30.0), x)
+    inv2 = 1 / xl**2
+    term, series = inv2.clone(), torch.zeros_like(x)
+    for k in range(1, 11):
+        series = series + term
+        term = -term * (2 * k + 1) * inv2
+    return torch.where(small, direct, series)
+
+
+def truncated_normal_stats(a: torch.Tensor, b: torch.Tensor):
+    """For Z ~ N(0, 1) restricted to (a, b): (log P(a < Z < b), excess, case), stable in the far tails.
+
+    case 0 (a <= 0 <= b): E[Z] = excess; case +1 (a > 0): E[Z] = a + excess; case -1 (b < 0):
+    E[Z] = b - excess. Measuring the mean from the end it hugs avoids cancellation against the mode.
+    """
+    upper = a > 0
     lower = b < 0
-    # Work in the upper tail: A = a if a > 0, A = -b if b < 0.
-    A = torch.where(flip, a, -b)
-    B = torch.where(flip, b, -a)
-    tail = flip | lower
-    A_t = torch.where(tail, A, torch.ones_like(A))
-    B_t = torch.where(tail, B, 2 * torch.ones_like(B))
-    r = torch.exp(-(B_t - A_t) * (B_t + A_t) / 2)  # phi(B)/phi(A) <= 1
-    mA = torch.exp(_log_mills(A_t))
-    mB = torch.where(torch.isinf(B_t), torch.zeros_like(B_t), torch.exp(_log_mills(torch.clamp(B_t, max=1e300))))
+    tail = upper | lower
+    # Reflect the lower tail onto the upper one: A < B, both > 0.
+    A = torch.where(tail, torch.where(upper, a, -b), torch.ones_like(a))
+    B = torch.where(tail, torch.where(upper, b, -a), 2 * torch.ones_like(b))
+    r = torch.exp(-(B - A) * (B + A) / 2)  # phi(B)/phi(A) <= 1
+    mA = torch.exp(_log_mills(A))
+    mB = torch.exp(_log_mills(B))
     denom = mA - r * mB
-    log_p_tail = -A_t**2 / 2 - _LOG_SQRT_2PI + torch.log(denom)
-    mean_tail = -torch.expm1(-(B_t - A_t) * (B_t + A_t) / 2) / denom
-    mean_tail = torch.where(flip, mean_tail, -mean_tail)
-    # Middle case a <= 0 <= b: erf difference has no cancellation.
-    mid_p = (torch.special.erf(b / _SQRT2) - torch.special.erf(a / _SQRT2)) / 2
-    mid_mean = (torch.exp(-(a**2) / 2) - torch.exp(-(b**2) / 2)) / (math.sqrt(2 * math.pi) * mid_p)
+    log_p_tail = -(A**2) / 2 - _LOG_SQRT_2PI + torch.log(denom)
+    # E[Z - A] = [(1 - A M(A)) - r (1 - B M(B) + (B - A) M(B))] / (M(A) - r M(B))
+    excess_tail = (_one_minus_x_mills(A) - r * (_one_minus_x_mills(B) + (B - A) * mB)) / denom
+    # Middle case a <= 0 <= b: erf difference has no cancellation. Inputs of the branch not
+    # taken are replaced by harmless values so that autograd never sees inf * 0.
+    a_m = torch.where(tail, -torch.ones_like(a), a)
+    b_m = torch.where(tail, torch.ones_like(b), b)
+    mid_p = (torch.special.erf(b_m / _SQRT2) - torch.special.erf(a_m / _SQRT2)) / 2
+    mid_mean = (torch.exp(-(a_m**2) / 2) - torch.exp(-(b_m**2) / 2)) / (math.sqrt(2 * math.pi) * mid_p)
     log_p = torch.where(tail, log_p_tail, torch.log(mid_p))
-    mean = torch.where(tail, mean_tail, mid_mean)
-    return log_p, mean
+    excess = torch.where(tail, excess_tail, mid_mean)
+    case = upper.to(torch.int8) - lower.to(torch.int8)
+    return log_p, excess, case
 
 
 class Uniform(ZetaDistribution):
@@ -185,9 +222,12 @@ class Uniform(ZetaDistribution):
         return torch.full_like(z, -math.log(self.hi - self.lo))
 
     def _tilt(self, mode, sd):
-        log_p, mean_z = truncated_normal_stats((self.lo - mode) / sd, (self.hi - mode) / sd)
+        log_p, excess, case = truncated_normal_stats((self.lo - mode) / sd, (self.hi - mode) / sd)
         log_z = log_p + torch.log(sd) + _LOG_SQRT_2PI - math.log(self.hi - self.lo)
-        mean = torch.clamp(mode + sd * mean_z, min=self.lo, max=self.hi)
+        # Far tails: measure the mean from the support end it hugs (no cancellation against the mode).
+        mean = torch.where(case > 0, self.lo + sd * excess,
+                           torch.where(case < 0, self.hi - sd * excess, mode + sd * excess))
+        mean = torch.clamp(mean, min=self.lo, max=self.hi)
         return log_z, mean
 
     def describe(self) -> dict:
@@ -277,10 +317,9 @@ class Discrete(ZetaDistribution):
         return self.values.copy(), self.probs.copy()
 
     def _tilt(self, mode, sd):
-        vals = torch.as_tensor(self.values, dtype=DTYPE, device=mode.device)
+        vals = torch.as_tensor(self.values, dtype=DTYPE, device=mode.device).expand(*mode.shape, -1)
         logp = torch.as_tensor(np.log(self.probs), dtype=DTYPE, device=mode.device)
-        logw = logp - (vals - mode[..., None]) ** 2 / (2 * sd[..., None] ** 2)
-        return torch.logsumexp(logw, dim=-1), (torch.softmax(logw, dim=-1) * vals).sum(-1)
+        return _tilted_sum(logp, vals, mode, sd, torch.clamp(mode, self.lo, self.hi))
 
     def describe(self) -> dict:
         return {"kind": "discrete", "values": self.values.tolist(), "probs": self.probs.tolist()}

@@ -1,0 +1,63 @@
+"""eq. (1): shapes, the residual connection and gradients vs finite differences."""
+
+import numpy as np
+import pytest
+import torch
+
+from theory.network import ACTIVATIONS, TwoLayerScore
+
+
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+def test_output_shape_and_residual_connection(activation):
+    net = TwoLayerScore(5, 3, activation, n_patches=3, init_std=0.5, seed=2)
+    x = torch.randn(7, 3, 5, dtype=torch.float64)
+    s = net(x, beta=0.7)
+    assert s.shape == (7, 3, 5) and s.dtype == torch.float64
+    torch.testing.assert_close(s + x / 0.7**2, net.residual(x), rtol=1e-13, atol=1e-13)
+    assert net(x.reshape(7, 15), beta=0.7).shape == (7, 15)
+
+
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+def test_residual_is_sum_of_neurons(activation):
+    net = TwoLayerScore(4, 2, activation, init_std=0.8, seed=5)
+    x = torch.randn(3, 2, 4, dtype=torch.float64)
+    W = net.weights.detach()
+    sigma = ACTIVATIONS[activation].fn
+    manual = torch.stack([sum(sigma(x[:, p] @ W[p, r])[:, None] * W[p, r] for r in range(2)) for p in range(2)], 1)
+    torch.testing.assert_close(net.residual(x), manual, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("activation", ["linear", "quadratic", "cubic", "relu"])
+def test_gradients_match_finite_differences(activation):
+    torch.manual_seed(0)
+    net = TwoLayerScore(4, 3, activation, init_std=0.7, seed=1)
+    x = torch.randn(5, 2, 4, dtype=torch.float64)
+    if activation == "relu":  # keep finite differences away from the kink
+        z = net.preactivations(x).abs()
+        assert float(z.min()) > 1e-4
+
+    def f(W):
+        return torch.func.functional_call(net, {"weights": W}, (x,), {"beta": 0.6}).pow(2).sum()
+
+    assert torch.autograd.gradcheck(f, (net.weights.detach().clone().requires_grad_(True),), eps=1e-6, atol=1e-6)
+
+
+def test_from_weights_copies():
+    W = torch.randn(2, 3, 4, dtype=torch.float64)
+    net = TwoLayerScore.from_weights(W, "cubic", beta=0.5)
+    W.zero_()
+    assert net.weights.abs().sum() > 0 and net.m == 3 and net.d == 4 and net.activation.name == "cubic"
+
+
+def test_seeded_initialisation_is_reproducible_and_small():
+    a = TwoLayerScore(100, 20, "relu", seed=3).weights.detach()
+    b = TwoLayerScore(100, 20, "relu", seed=3).weights.detach()
+    assert torch.equal(a, b)
+    # default sigma_0 = 0.1/sqrt(d): ||w_r|| concentrates at 0.1
+    assert np.allclose(a.norm(dim=-1).numpy(), 0.1, rtol=0.35)
+
+
+def test_beta_is_required_somewhere():
+    net = TwoLayerScore(3, 1, "linear")
+    with pytest.raises(ValueError, match="beta"):
+        net(torch.zeros(1, 2, 3, dtype=torch.float64))
