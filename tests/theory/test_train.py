@@ -1,0 +1,70 @@
+"""Full-batch GD (App. F): descent, divergence detection, checkpoint/resume."""
+
+import pytest
+import torch
+
+from theory.train import TrainConfig, TrainingDiverged, train, train_many
+
+SMALL = dict(d=6, m=3, n=20, n_eps=5, epochs=60, device="cpu", log_every=10)
+
+
+@pytest.mark.parametrize("activation", ["relu", "linear", "quadratic", "cubic"])
+def test_gradient_descent_decreases_the_loss(activation):
+    res = train(TrainConfig(activation=activation, t=0.5, init_std=0.3, **SMALL), progress=False)
+    loss = res.history["loss"]
+    assert res.history["epoch"][0] == 0 and res.history["epoch"][-1] == 60
+    assert loss[-1] < loss[0]
+    assert res.net.weights.shape == (2, 3, 6)
+
+
+def test_training_is_reproducible():
+    cfg = TrainConfig(activation="relu", t=0.3, init_std=0.3, **SMALL)
+    a, b = train(cfg, progress=False), train(cfg, progress=False)
+    assert torch.equal(a.net.weights, b.net.weights)
+
+
+def test_divergence_is_reported_with_last_finite_weights():
+    cfg = TrainConfig(activation="cubic", t=0.2, lr=50.0, init_std=1.0, **SMALL)
+    with pytest.raises(TrainingDiverged, match=r"cubic, t=0.2.*epoch") as info:
+        train(cfg, progress=False)
+    assert torch.isfinite(info.value.result.net.weights).all()
+    assert info.value.step >= 1
+
+
+def test_checkpoint_resume_equals_uninterrupted_run(tmp_path):
+    full = TrainConfig(activation="quadratic", t=0.4, init_std=0.3, **{**SMALL, "epochs": 1200})
+    reference = train(full, progress=False)
+    # interrupt the run at its 700th loss evaluation; the last checkpoint is epoch 500
+    import theory.losses as losses
+    from theory.train import checkpoint_path
+
+    calls = {"n": 0}
+    original = losses.MonteCarloLoss.value_and_grad
+
+    def flaky(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 700:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    losses.MonteCarloLoss.value_and_grad = flaky
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train_many([full], progress=False, checkpoint_dir=tmp_path / "b")
+    finally:
+        losses.MonteCarloLoss.value_and_grad = original
+    assert torch.load(checkpoint_path(tmp_path / "b", full), weights_only=False)["epoch"] == 500
+    resumed = train_many([full], progress=False, checkpoint_dir=tmp_path / "b")[0]
+    assert torch.equal(resumed.net.weights, reference.net.weights)
+    assert resumed.history["loss"] == reference.history["loss"]
+
+
+def test_checkpoint_of_another_config_is_refused(tmp_path):
+    a = TrainConfig(activation="linear", t=0.4, init_std=0.3, **SMALL)
+    train_many([a], progress=False, checkpoint_dir=tmp_path)
+    from theory.train import checkpoint_path
+
+    b = TrainConfig(activation="linear", t=0.4, init_std=0.3, lr=0.001, **SMALL)
+    assert checkpoint_path(tmp_path, a) == checkpoint_path(tmp_path, b)
+    with pytest.raises(ValueError, match="another config"):
+        train_many([b], progress=False, checkpoint_dir=tmp_path)
