@@ -57,10 +57,10 @@ def test_uniform_closed_form_tilt_matches_windowed_quadrature(mode, sd):
     lz_exact, mean_exact = u.gaussian_tilt(m, s)
     lz_quad, mean_quad = _windowed_tilt(u, m, s, order=96)
     assert torch.isfinite(lz_exact).all() and torch.isfinite(mean_exact).all()
-    assert float(lz_exact) == pytest.approx(float(lz_quad), rel=1e-10, abs=1e-10)
+    assert lz_exact.item() == pytest.approx(lz_quad.item(), rel=1e-10, abs=1e-10)
     # distances to the nearest end are what the score uses: compare them relatively
     for end in (0.2, 0.8):
-        assert float(mean_exact) - end == pytest.approx(float(mean_quad) - end, rel=1e-9, abs=1e-12)
+        assert mean_exact.item() - end == pytest.approx(mean_quad.item() - end, rel=1e-9, abs=1e-12)
     # d log Z / d mode = (E[zeta] - mode) / sd^2 for both routes
     (g_exact,) = torch.autograd.grad(lz_exact.sum(), m)
     (g_quad,) = torch.autograd.grad(lz_quad.sum(), m)
