@@ -104,3 +104,91 @@ def rule_error(net, data: MultiPatchData, alpha, beta, n: int = 100_000, rng=0,
     total_var = (4 * bias**2 * var + (m4 - var**2) + 4 * bias * m3) / n
     return RuleError(bias=bias, variance=var, total=bias**2 + var, bias_se=bias_se, variance_se=var_se,
                      total_se=math.sqrt(max(total_var, 0.0)), n=n)
+
+
+@dataclass(frozen=True)
+class Thm44Bound:
+    """Thm 4.4's lower bound on E: sum over the rule patches of E[Var(psi^(p) | zeta, eps_-^(p))]."""
+
+    value: float
+    se: float
+    per_patch: tuple[float, float]
+    subspace: str
+    n: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def thm44_lower_bound(net, data: MultiPatchData, alpha, beta, n: int = 20_000, rng=0,
+                      init_weights=None, order: int = 64) -> Thm44Bound:
+    """Thm 4.4 evaluated for a network of any activation and width.
+
+    For each rule patch p with feature f (u or v), split eps = eps_- + eps_perp with eps_- the
+    projection onto a subspace V such that every w_r lies in V + span(f). Given zeta and eps_-,
+    psi^(p) = sum_r sigma(<w_r, x^(p)>) <w_r, f> depends on eps only through xi = <f, eps_perp>, and the
+    two patches are conditionally independent, so by the law of total variance
+    E >= Var(psi) >= E[Var(psi^(1) | zeta, eps_-^(1))] + E[Var(psi^(2) | zeta, eps_-^(2))].
+
+    ``init_weights=None`` (default) uses V = span of the w_r projected orthogonally to f, valid for
+    any weights (Monte Carlo-trained ones too) and the smallest such V, hence the tightest bound.
+    Given the initial weights (P, m, d), V = span(w_r^0) as in the paper's proof; the trained
+    weights must then lie in span(w^0, f), which holds for GD on the population loss only.
+    The conditional variance over xi uses Gauss-Hermite of ``order`` nodes (exact for polynomial
+    sigma of degree <= (order - 1)/2); the outer expectation is Monte Carlo over n draws of
+    (zeta, eps_-), reported with its standard error.
+    """
+    _check_net_data(net, data)
+    alpha, beta = check_alpha_beta(alpha, beta)
+    n = check_int("n", n, minimum=2)
+    order = check_int("order", order, minimum=2)
+    rng = check_rng(rng)
+    W_all = net.weights.detach().to("cpu", DTYPE)
+    feats = torch.as_tensor(data.features, dtype=DTYPE)
+    if init_weights is not None:
+        W0_all = torch.as_tensor(init_weights, dtype=DTYPE)
+        if W0_all.shape[0] < 2 or W0_all.shape[2] != data.d:
+            raise ValueError(f"init_weights must have shape (P, m0, {data.d}), got {tuple(W0_all.shape)}")
+    zeta = torch.as_tensor(data.zeta.sample(n, rng), dtype=DTYPE)
+    coef = torch.stack([zeta, 1 - zeta], 1)
+    gh_x, gh_w = np.polynomial.hermite.hermgauss(order)
+    gh_x = torch.as_tensor(gh_x * math.sqrt(2.0), dtype=DTYPE)
+    gh_w = torch.as_tensor(gh_w / math.sqrt(math.pi), dtype=DTYPE)
+    sigma = net.activation.fn
+    cond_var = torch.zeros(n, dtype=DTYPE)
+    per_patch = []
+    for p in range(2):
+        W, f = W_all[p], feats[p]
+        gamma = W @ f
+        if init_weights is None:
+            A = W - gamma[:, None] * f[None]  # components orthogonal to f
+            c = gamma
+        else:
+            A = W0_all[p]
+            basis = torch.cat([A, f[None]], 0)  # (m0 + 1, d)
+            coeffs = torch.linalg.lstsq(basis.T, W.T).solution  # (m0 + 1, m)
+            resid = (basis.T @ coeffs - W.T).norm(dim=0)
+            if bool((resid > 1e-8 * (W.norm(dim=1) + 1e-300)).any()):
+                raise ValueError("the weights are not in span(init_weights, feature): the paper's decomposition "
+                                 "needs GD on the population loss; use init_weights=None")
+            c = coeffs[-1]
+        # orthonormal basis Q of V (rank-revealing through SVD)
+        if A.abs().max() > 0:
+            U_, S_, Vh = torch.linalg.svd(A, full_matrices=False)
+            Q = Vh[S_ > S_.max() * 1e-12]
+        else:
+            Q = torch.zeros((0, data.d), dtype=DTYPE)
+        f_perp = f - Q.T @ (Q @ f)
+        xi_sd = float(f_perp.norm())
+        eta = torch.as_tensor(rng.standard_normal((n, Q.shape[0])), dtype=DTYPE)
+        base = alpha * coef[:, p, None] * gamma[None] + beta * eta @ (Q @ W.T)  # (n, m)
+        z = base[:, :, None] + beta * c[None, :, None] * (xi_sd * gh_x)[None, None, :]  # (n, m, order)
+        vals = (sigma(z) * gamma[None, :, None]).sum(1)  # (n, order)
+        mean = vals @ gh_w
+        var_p = torch.clamp((vals - mean[:, None]) ** 2 @ gh_w, min=0.0)
+        cond_var += var_p
+        per_patch.append(float(var_p.mean()))
+    value = float(cond_var.mean())
+    se = float(cond_var.std(unbiased=True)) / math.sqrt(n)
+    return Thm44Bound(value=value, se=se, per_patch=(per_patch[0], per_patch[1]),
+                      subspace="trained" if init_weights is None else "initial", n=n)
