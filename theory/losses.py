@@ -110,11 +110,12 @@ class MonteCarloLoss:
             eps[i:j] = torch.randn((j - i, self.n_eps, P, d), generator=gen, dtype=DTYPE).to(self.dtype)
         self.eps = eps.to(self.device)
 
-    def _check_weights(self, W) -> torch.Tensor:
+    def _check_weights(self, W, joint: bool = False) -> torch.Tensor:
         W = torch.as_tensor(W)
         P, d = self.data.n_patches, self.data.d
-        if W.ndim != 3 or W.shape[0] != P or W.shape[2] != d:
-            raise ValueError(f"weights must have shape ({P}, m, {d}), got {tuple(W.shape)}")
+        shape = (1, P * d) if joint else (P, d)
+        if W.ndim != 3 or (W.shape[0], W.shape[2]) != shape:
+            raise ValueError(f"weights must have shape ({shape[0]}, m, {shape[1]}), got {tuple(W.shape)}")
         return W
 
     def _chunks(self):
@@ -123,28 +124,38 @@ class MonteCarloLoss:
             yield slice(i, min(self.n, i + per))
 
     def _patch_batch(self, sl, p):
-        """Rows (k*n_eps, d) of x_t^(p) and of the residual target for data rows ``sl``."""
-        x0 = self.x0[sl, p]  # (k, d)
-        eps = self.eps[sl, :, p]  # (k, n_eps, d)
+        """Rows (k*n_eps, d) of x_t^(p) and of the residual target for data rows ``sl``
+        (p = None: all patches concatenated, rows of length P*d, for a joint network)."""
+        if p is None:
+            x0 = self.x0[sl].reshape(self.x0[sl].shape[0], -1)
+            eps = self.eps[sl].reshape(*self.eps[sl].shape[:2], -1)
+        else:
+            x0 = self.x0[sl, p]  # (k, d)
+            eps = self.eps[sl, :, p]  # (k, n_eps, d)
         x = self.alpha * x0[:, None, :] + self.beta * eps
         y = residual_target(x, eps, self.alpha, self.beta, self.target)
         return x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1])
 
-    def value_and_grad(self, W, activation, need_grad: bool = True, per_datum: bool = False):
-        """(loss, dL/dW) at weights W (P, m, d) for an activation (name or ``Activation``)."""
+    def value_and_grad(self, W, activation, need_grad: bool = True, per_datum: bool = False, joint: bool = False):
+        """(loss, dL/dW) at weights W (P, m, d) for an activation (name or ``Activation``).
+
+        ``joint=True``: W has shape (1, m, P*d) and acts on the concatenated patches
+        (``JointTwoLayerScore``); the loss is the same sum over patches.
+        """
         from .network import get_activation
 
         act = get_activation(activation)
-        W = self._check_weights(W).to(self.device, DTYPE)
+        W = self._check_weights(W, joint).to(self.device, DTYPE)
         Wc = W.to(self.dtype)
         total = torch.zeros((), dtype=DTYPE, device=self.device)
         grad = torch.zeros_like(W) if need_grad else None
         datum = torch.zeros(self.n, dtype=DTYPE, device=self.device) if per_datum else None
         N = self.n * self.n_eps
-        for p in range(self.data.n_patches):
-            w = Wc[p]  # (m, d)
+        groups = [(0, None)] if joint else [(p, p) for p in range(self.data.n_patches)]
+        for p, patch in groups:
+            w = Wc[p]  # (m, d), or (m, P*d) for a joint network
             for sl in self._chunks():
-                x, y = self._patch_batch(sl, p)
+                x, y = self._patch_batch(sl, patch)
                 z = x @ w.T
                 sz = act.fn(z)
                 e = sz @ w - y
@@ -164,12 +175,13 @@ class MonteCarloLoss:
 
     def value(self, net) -> float:
         """The Monte Carlo loss of a ``TwoLayerScore``."""
-        loss, _ = self.value_and_grad(net.weights.detach(), net.activation, need_grad=False)
+        loss, _ = self.value_and_grad(net.weights.detach(), net.activation, need_grad=False, joint=net.joint)
         return float(loss)
 
     def standard_error(self, net) -> float:
         """SE of ``value``: the n per-datum means are i.i.d., SE = sd(per-datum mean)/sqrt(n)."""
         if self.n < 2:
             raise ValueError("standard_error needs n >= 2 data")
-        _, _, datum = self.value_and_grad(net.weights.detach(), net.activation, need_grad=False, per_datum=True)
+        _, _, datum = self.value_and_grad(net.weights.detach(), net.activation, need_grad=False, per_datum=True,
+                                          joint=net.joint)
         return float(datum.std(unbiased=True)) / math.sqrt(self.n)

@@ -71,8 +71,14 @@ class TwoLayerScore(nn.Module):
         gen = torch.Generator(device="cpu")
         if seed is not None:
             gen.manual_seed(int(seed))
-        w = torch.randn((self.n_patches, self.m, self.d), generator=gen, dtype=DTYPE) * self.init_std
+        w = torch.randn(self.weight_shape, generator=gen, dtype=DTYPE) * self.init_std
         self.weights = nn.Parameter(w.to(dev))
+
+    joint = False
+
+    @property
+    def weight_shape(self) -> tuple[int, int, int]:
+        return (self.n_patches, self.m, self.d)
 
     @classmethod
     def from_weights(cls, W, activation="relu", beta: float | None = None, device=None) -> TwoLayerScore:
@@ -128,3 +134,54 @@ class TwoLayerScore(nn.Module):
 
     def extra_repr(self) -> str:
         return f"d={self.d}, m={self.m}, n_patches={self.n_patches}, activation={self.activation.name}"
+
+
+class JointTwoLayerScore(TwoLayerScore):
+    """Beyond the paper: eq. (1) with neurons that see all patches at once.
+
+    g(x) = sum_r sigma(<w_r, [x^(1); ...; x^(P)]>) w_r with w_r in R^{P d}, split back into patches.
+    Unlike the per-patch network it can couple x^(1) and x^(2), which the rule (*) requires of the
+    exact score; comparing the two shows whether the separable architecture is what fails.
+    Weights have shape (1, m, P*d); ``.d`` and ``.n_patches`` still describe the data layout.
+    """
+
+    joint = True
+
+    def __init__(self, d: int, m: int, activation="relu", n_patches: int = 2, init_std: float | None = None,
+                 beta: float | None = None, seed: int | None = 0, device="auto"):
+        d = check_int("d", d, minimum=2)
+        n_patches = check_int("n_patches", n_patches, minimum=2)
+        init_std = default_init_std(n_patches * d) if init_std is None else init_std
+        super().__init__(d, m, activation, n_patches=n_patches, init_std=init_std, beta=beta, seed=seed,
+                         device=device)
+
+    @property
+    def weight_shape(self) -> tuple[int, int, int]:
+        return (1, self.m, self.n_patches * self.d)
+
+    @classmethod
+    def from_weights(cls, W, activation="relu", beta: float | None = None, device=None,
+                     n_patches: int = 2) -> JointTwoLayerScore:
+        """A joint network with weights (1, m, n_patches*d)."""
+        W = torch.as_tensor(W, dtype=DTYPE)
+        n_patches = check_int("n_patches", n_patches, minimum=2)
+        if W.ndim != 3 or W.shape[0] != 1 or W.shape[2] % n_patches:
+            raise ValueError(f"W must have shape (1, m, n_patches*d) with n_patches={n_patches}, got {tuple(W.shape)}")
+        if not bool(torch.isfinite(W).all()):
+            raise ValueError("W contains NaN or infinite values")
+        dev = W.device if device is None else resolve_device(device)
+        net = cls(W.shape[2] // n_patches, W.shape[1], activation, n_patches=n_patches, init_std=0.0, beta=beta,
+                  seed=None, device=dev)
+        with torch.no_grad():
+            net.weights.copy_(W.to(dev))
+        return net
+
+    def preactivations(self, x) -> torch.Tensor:
+        x, _ = self._as_input(x)
+        return torch.einsum("nd,md->nm", x.reshape(x.shape[0], -1), self.weights[0])[:, None, :]
+
+    def residual(self, x) -> torch.Tensor:
+        x, flat = self._as_input(x)
+        z = x.reshape(x.shape[0], -1) @ self.weights[0].T
+        g = self.activation.fn(z) @ self.weights[0]
+        return g if flat else g.reshape(x.shape)

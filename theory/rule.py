@@ -139,6 +139,8 @@ def thm44_lower_bound(net, data: MultiPatchData, alpha, beta, n: int = 20_000, r
     (zeta, eps_-), reported with its standard error.
     """
     _check_net_data(net, data)
+    if net.joint:
+        raise ValueError("thm44_lower_bound needs a per-patch network (eq. (1)); a joint network couples the patches")
     alpha, beta = check_alpha_beta(alpha, beta)
     n = check_int("n", n, minimum=2)
     order = check_int("order", order, minimum=2)

@@ -27,11 +27,12 @@ from tqdm.auto import tqdm
 from ._checks import DTYPE, check_choice, check_int, check_real, resolve_device
 from .data import MultiPatchData
 from .losses import MonteCarloLoss, Target
-from .network import ACTIVATIONS, TwoLayerScore, default_init_std, get_activation
+from .network import ACTIVATIONS, JointTwoLayerScore, TwoLayerScore, default_init_std, get_activation
 from .schedules import ou_schedule
 from .zeta import Uniform, ZetaDistribution
 
 ESTIMATORS = ("mc", "exact")
+ARCHITECTURES = ("per_patch", "joint")  # eq. (1), or JointTwoLayerScore (neurons see all patches)
 
 # Step sizes (target, activation): round values for which GD is stable at every t in
 # {0.2, ..., 0.8} from our default initialisation (the paper does not give its step size).
@@ -67,6 +68,7 @@ class TrainConfig:
     resample: bool = False
     device: str = "auto"
     log_every: int = 10
+    architecture: str = "per_patch"
 
     def __post_init__(self):
         get_activation(self.activation)
@@ -87,6 +89,7 @@ class TrainConfig:
         check_int("seed", self.seed, minimum=0)
         check_choice("mc_dtype", self.mc_dtype, ("float32", "float64"))
         check_int("log_every", self.log_every)
+        check_choice("architecture", self.architecture, ARCHITECTURES)
         resolve_device(self.device)
 
     @property
@@ -99,25 +102,28 @@ class TrainConfig:
 
     @property
     def init_scale(self) -> float:
-        return default_init_std(self.d) if self.init_std is None else self.init_std
+        fan_in = self.d * (2 if self.architecture == "joint" else 1)
+        return default_init_std(fan_in) if self.init_std is None else self.init_std
 
     def data(self) -> MultiPatchData:
         return MultiPatchData(self.d, self.zeta)
 
     def init_net(self) -> TwoLayerScore:
         _, beta = self.alpha_beta
-        return TwoLayerScore(self.d, self.m, self.activation, init_std=self.init_scale, beta=beta,
-                             seed=self.seed, device=self.device)
+        cls = JointTwoLayerScore if self.architecture == "joint" else TwoLayerScore
+        return cls(self.d, self.m, self.activation, init_std=self.init_scale, beta=beta, seed=self.seed,
+                   device=self.device)
 
     def describe(self) -> dict:
         return {"activation": self.activation, "t": self.t, "d": self.d, "m": self.m,
                 "zeta": self.zeta.describe(), "target": Target.parse(self.target).value,
                 "estimator": self.estimator, "n": self.n, "n_eps": self.n_eps, "epochs": self.epochs,
                 "lr": self.step_size, "init_std": self.init_scale, "seed": self.seed,
-                "mc_dtype": self.mc_dtype, "resample": self.resample}
+                "mc_dtype": self.mc_dtype, "resample": self.resample, "architecture": self.architecture}
 
     def label(self) -> str:
-        return f"{self.activation}, t={self.t:g}, target={Target.parse(self.target).value}"
+        arch = ", joint" if self.architecture == "joint" else ""
+        return f"{self.activation}, t={self.t:g}, target={Target.parse(self.target).value}{arch}"
 
 
 @dataclass
@@ -137,6 +143,13 @@ class TrainingDiverged(RuntimeError):
         super().__init__(message)
         self.result = result
         self.step = step
+
+
+def _net_from(config: TrainConfig, W: torch.Tensor) -> TwoLayerScore:
+    """The trained network of ``config``'s architecture with weights W."""
+    _, beta = config.alpha_beta
+    cls = JointTwoLayerScore if config.architecture == "joint" else TwoLayerScore
+    return cls.from_weights(W, config.activation, beta=beta, device=config.device)
 
 
 def _exploded(loss: float, first: float) -> bool:
@@ -163,8 +176,8 @@ def _load_checkpoint(path: Path, config: TrainConfig) -> dict | None:
 def checkpoint_path(directory, config: TrainConfig) -> Path:
     """File name of a config's checkpoint inside ``directory``."""
     c = config.describe()
-    return Path(directory) / (f"{c['estimator']}_{c['target']}_{c['activation']}_t{c['t']:g}_d{c['d']}_m{c['m']}"
-                              f"_s{c['seed']}.pt")
+    return Path(directory) / (f"{c['estimator']}_{c['architecture']}_{c['target']}_{c['activation']}_t{c['t']:g}"
+                              f"_d{c['d']}_m{c['m']}_s{c['seed']}.pt")
 
 
 def _train_mc(config: TrainConfig, progress: bool, checkpoint: Path | None = None,
@@ -190,13 +203,12 @@ def _train_mc(config: TrainConfig, progress: bool, checkpoint: Path | None = Non
                                           "first": first, "epoch": k})
         if config.resample and k > 0:
             mc.resample(config.seed + 1 + k)
-        loss, grad = mc.value_and_grad(W, config.activation)
+        loss, grad = mc.value_and_grad(W, config.activation, joint=net.joint)
         loss = float(loss)
         first = loss if first is None else first
         gnorm = float(grad.norm())
         if _exploded(loss, first) or not math.isfinite(gnorm):
-            net = TwoLayerScore.from_weights(W, config.activation, beta=beta)
-            res = TrainResult(net, hist, config)
+            res = TrainResult(_net_from(config, W), hist, config)
             raise TrainingDiverged(
                 f"training diverged for ({config.label()}) at epoch {k}: loss={loss:.4g} "
                 f"(first {first:.4g}); lower lr (now {lr:g}) or init_std", res, k)
@@ -207,12 +219,10 @@ def _train_mc(config: TrainConfig, progress: bool, checkpoint: Path | None = Non
         if k < config.epochs:
             W_new = W - lr * grad
             if not bool(torch.isfinite(W_new).all()):
-                net = TwoLayerScore.from_weights(W, config.activation, beta=beta)
                 raise TrainingDiverged(f"training diverged for ({config.label()}) at epoch {k + 1}: "
-                                       "non-finite weights", TrainResult(net, hist, config), k + 1)
+                                       "non-finite weights", TrainResult(_net_from(config, W), hist, config), k + 1)
             W = W_new
-    net = TwoLayerScore.from_weights(W, config.activation, beta=beta, device=config.device)
-    return TrainResult(net, hist, config)
+    return TrainResult(_net_from(config, W), hist, config)
 
 
 def train(config: TrainConfig, progress: bool = True) -> TrainResult:

@@ -56,3 +56,20 @@ def test_resample_changes_the_sample_set_reproducibly():
     assert not torch.equal(e1, mc.eps)
     mc.resample(1)
     assert torch.equal(e1, mc.eps)
+
+
+@pytest.mark.parametrize("target", ["paper", "score"])
+def test_joint_network_gradient_equals_autograd(target):
+    from theory.network import JointTwoLayerScore
+
+    alpha, beta = ou_schedule(0.4)
+    net = JointTwoLayerScore(6, 3, "relu", init_std=0.4, seed=1)
+    mc = MonteCarloLoss(DATA, alpha, beta, n=9, n_eps=4, target=target, seed=3, chunk_rows=10)
+    loss, grad = mc.value_and_grad(net.weights.detach(), "relu", joint=True)
+    x0 = mc.x0[:, None].expand(-1, 4, -1, -1).reshape(-1, 2, 6)
+    ref = DSMLoss(target)(net, x0, mc.eps.reshape(-1, 2, 6), alpha, beta)
+    ref.backward()
+    assert float(loss) == pytest.approx(ref.item(), rel=1e-13)
+    torch.testing.assert_close(grad, net.weights.grad, rtol=1e-11, atol=1e-12)
+    with pytest.raises(ValueError, match="weights must have shape"):
+        mc.value_and_grad(net.weights.detach(), "relu")

@@ -61,3 +61,20 @@ def test_beta_is_required_somewhere():
     net = TwoLayerScore(3, 1, "linear")
     with pytest.raises(ValueError, match="beta"):
         net(torch.zeros(1, 2, 3, dtype=torch.float64))
+
+
+def test_joint_network_couples_the_patches():
+    from theory.network import JointTwoLayerScore
+
+    net = JointTwoLayerScore(3, 4, "cubic", init_std=0.5, seed=1)
+    assert net.weights.shape == (1, 4, 6) and net.joint
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    W = net.weights.detach()[0]
+    flat = x.reshape(5, 6)
+    torch.testing.assert_close(net.residual(x).reshape(5, 6), (flat @ W.T) ** 3 @ W, rtol=1e-13, atol=1e-13)
+    # changing patch 2 changes the output on patch 1 (a per-patch network never does)
+    x2 = x.clone()
+    x2[:, 1] += 1.0
+    assert not torch.allclose(net.residual(x)[:, 0], net.residual(x2)[:, 0])
+    copy = JointTwoLayerScore.from_weights(net.weights.detach(), "cubic")
+    torch.testing.assert_close(copy.residual(x), net.residual(x))

@@ -68,3 +68,16 @@ def test_checkpoint_of_another_config_is_refused(tmp_path):
     assert checkpoint_path(tmp_path, a) == checkpoint_path(tmp_path, b)
     with pytest.raises(ValueError, match="another config"):
         train_many([b], progress=False, checkpoint_dir=tmp_path)
+
+
+def test_joint_architecture_trains_and_refuses_thm44():
+    from theory.network import JointTwoLayerScore
+    from theory.rule import thm44_lower_bound
+
+    cfg = TrainConfig(activation="relu", t=0.5, init_std=0.3, architecture="joint", **SMALL)
+    res = train(cfg, progress=False)
+    assert isinstance(res.net, JointTwoLayerScore) and res.net.weights.shape == (1, 3, 12)
+    assert res.history["loss"][-1] < res.history["loss"][0]
+    alpha, beta = cfg.alpha_beta
+    with pytest.raises(ValueError, match="per-patch"):
+        thm44_lower_bound(res.net, cfg.data(), alpha, beta, n=10)
