@@ -140,38 +140,50 @@ class MonteCarloLoss:
         """(loss, dL/dW) at weights W (P, m, d) for an activation (name or ``Activation``).
 
         ``joint=True``: W has shape (1, m, P*d) and acts on the concatenated patches
-        (``JointTwoLayerScore``); the loss is the same sum over patches.
+        (``JointTwoLayerScore``); the loss is the same sum over patches. With ``per_datum`` a third
+        value holds each datum's loss averaged over its noise draws.
         """
+        out = self.value_and_grad_many([W], [activation], [joint], need_grad=need_grad, per_datum=per_datum)[0]
+        return out if per_datum else out[:2]
+
+    def value_and_grad_many(self, Ws, activations, joints=None, need_grad: bool = True, per_datum: bool = False):
+        """``value_and_grad`` for several networks on the same sample set, building each chunk of
+        x_t and of the regression target once: [(loss, grad, per_datum or None), ...]."""
         from .network import get_activation
 
-        act = get_activation(activation)
-        W = self._check_weights(W, joint).to(self.device, DTYPE)
-        Wc = W.to(self.dtype)
-        total = torch.zeros((), dtype=DTYPE, device=self.device)
-        grad = torch.zeros_like(W) if need_grad else None
-        datum = torch.zeros(self.n, dtype=DTYPE, device=self.device) if per_datum else None
+        if len(Ws) != len(activations) or not Ws:
+            raise ValueError("Ws and activations must be non-empty lists of equal length")
+        joints = [False] * len(Ws) if joints is None else list(joints)
+        acts = [get_activation(a) for a in activations]
+        Ws = [self._check_weights(W, j).to(self.device, DTYPE) for W, j in zip(Ws, joints)]
+        Wc = [W.to(self.dtype) for W in Ws]
+        totals = [torch.zeros((), dtype=DTYPE, device=self.device) for _ in Ws]
+        grads = [torch.zeros_like(W) if need_grad else None for W in Ws]
+        datum = [torch.zeros(self.n, dtype=DTYPE, device=self.device) if per_datum else None for _ in Ws]
         N = self.n * self.n_eps
-        groups = [(0, None)] if joint else [(p, p) for p in range(self.data.n_patches)]
-        for p, patch in groups:
-            w = Wc[p]  # (m, d), or (m, P*d) for a joint network
+        patches = list(range(self.data.n_patches))
+        for patch in [*patches, None] if any(joints) else patches:
             for sl in self._chunks():
                 x, y = self._patch_batch(sl, patch)
-                z = x @ w.T
-                sz = act.fn(z)
-                e = sz @ w - y
-                sq = (e * e).sum(-1)
-                total += sq.sum(dtype=DTYPE)
-                if per_datum:
-                    datum[sl] += sq.reshape(-1, self.n_eps).to(DTYPE).mean(-1)
-                if need_grad:
-                    gw = sz.T @ e + (act.deriv(z) * (e @ w.T)).T @ x
-                    grad[p] += gw.to(DTYPE)
-        loss = total / N
-        if need_grad:
-            grad *= 2.0 / N
-        if per_datum:
-            return loss, grad, datum
-        return loss, grad
+                for c, (act, joint) in enumerate(zip(acts, joints)):
+                    if joint != (patch is None):
+                        continue
+                    p = 0 if joint else patch
+                    w = Wc[c][p]  # (m, d), or (m, P*d) for a joint network
+                    z = x @ w.T
+                    sz = act.fn(z)
+                    e = sz @ w - y
+                    sq = (e * e).sum(-1)
+                    totals[c] += sq.sum(dtype=DTYPE)
+                    if per_datum:
+                        datum[c][sl] += sq.reshape(-1, self.n_eps).to(DTYPE).mean(-1)
+                    if need_grad:
+                        grads[c][p] += (sz.T @ e + (act.deriv(z) * (e @ w.T)).T @ x).to(DTYPE)
+        out = []
+        for c in range(len(Ws)):
+            g = grads[c] * (2.0 / N) if need_grad else None
+            out.append((totals[c] / N, g, datum[c]))
+        return out
 
     def value(self, net) -> float:
         """The Monte Carlo loss of a ``TwoLayerScore``."""

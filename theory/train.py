@@ -180,49 +180,69 @@ def checkpoint_path(directory, config: TrainConfig) -> Path:
                               f"_d{c['d']}_m{c['m']}_s{c['seed']}.pt")
 
 
-def _train_mc(config: TrainConfig, progress: bool, checkpoint: Path | None = None,
-              checkpoint_every: int = 500) -> TrainResult:
-    alpha, beta = config.alpha_beta
-    data = config.data()
-    dtype = torch.float32 if config.mc_dtype == "float32" else torch.float64
-    mc = MonteCarloLoss(data, alpha, beta, n=config.n, n_eps=config.n_eps, target=config.target,
-                        seed=config.seed + 1, dtype=dtype, device=config.device)
-    net = config.init_net()
-    W = net.weights.detach().clone()
-    lr = config.step_size
-    hist = {"epoch": [], "loss": [], "grad_norm": []}
-    first = None
-    start = 0
-    state = _load_checkpoint(checkpoint, config) if checkpoint is not None else None
-    if state is not None:
-        W, hist, first, start = state["weights"].to(W.device, DTYPE), state["history"], state["first"], state["epoch"]
-    bar = tqdm(range(start, config.epochs + 1), desc=config.label(), disable=not progress, leave=False)
-    for k in bar:
-        if checkpoint is not None and k > start and (k % checkpoint_every == 0 or k == config.epochs):
-            _save_checkpoint(checkpoint, {"config": config.describe(), "weights": W.cpu(), "history": hist,
-                                          "first": first, "epoch": k})
-        if config.resample and k > 0:
-            mc.resample(config.seed + 1 + k)
-        loss, grad = mc.value_and_grad(W, config.activation, joint=net.joint)
-        loss = float(loss)
-        first = loss if first is None else first
-        gnorm = float(grad.norm())
-        if _exploded(loss, first) or not math.isfinite(gnorm):
-            res = TrainResult(_net_from(config, W), hist, config)
-            raise TrainingDiverged(
-                f"training diverged for ({config.label()}) at epoch {k}: loss={loss:.4g} "
-                f"(first {first:.4g}); lower lr (now {lr:g}) or init_std", res, k)
-        if k % config.log_every == 0 or k == config.epochs:
-            hist["epoch"].append(k)
-            hist["loss"].append(loss)
-            hist["grad_norm"].append(gnorm)
-        if k < config.epochs:
-            W_new = W - lr * grad
-            if not bool(torch.isfinite(W_new).all()):
-                raise TrainingDiverged(f"training diverged for ({config.label()}) at epoch {k + 1}: "
-                                       "non-finite weights", TrainResult(_net_from(config, W), hist, config), k + 1)
-            W = W_new
-    return TrainResult(_net_from(config, W), hist, config)
+class _Run:
+    """State of one config inside a lock-step Monte Carlo group."""
+
+    def __init__(self, config: TrainConfig, checkpoint: Path | None):
+        self.config, self.checkpoint = config, checkpoint
+        self.net = config.init_net()
+        self.W = self.net.weights.detach().clone()
+        self.hist = {"epoch": [], "loss": [], "grad_norm": []}
+        self.first, self.start, self.done = None, 0, False
+        state = _load_checkpoint(checkpoint, config) if checkpoint is not None else None
+        if state is not None:
+            self.W = state["weights"].to(self.W.device, DTYPE)
+            self.hist, self.first, self.start = state["history"], state["first"], state["epoch"]
+
+    def diverged(self, message: str, step: int) -> TrainingDiverged:
+        res = TrainResult(_net_from(self.config, self.W), self.hist, self.config)
+        return TrainingDiverged(f"training diverged for ({self.config.label()}) at epoch {step}: {message}; "
+                                f"lower lr (now {self.config.step_size:g}) or init_std", res, step)
+
+
+def _mc_group_key(c: TrainConfig):
+    """Configs with equal keys share one Monte Carlo sample set (App. F draws it once per t)."""
+    return (c.t, Target.parse(c.target).value, c.n, c.n_eps, c.seed, c.mc_dtype, c.resample, c.d,
+            repr(c.zeta.describe()), c.device, c.epochs, c.log_every)
+
+
+def _train_mc_group(configs: list[TrainConfig], progress: bool, checkpoint_dir=None,
+                    checkpoint_every: int = 500) -> list[TrainResult]:
+    """GD for configs that share (t, target, sample sizes, seed): one sample set, lock-step epochs."""
+    c0 = configs[0]
+    alpha, beta = c0.alpha_beta
+    dtype = torch.float32 if c0.mc_dtype == "float32" else torch.float64
+    mc = MonteCarloLoss(c0.data(), alpha, beta, n=c0.n, n_eps=c0.n_eps, target=c0.target, seed=c0.seed + 1,
+                        dtype=dtype, device=c0.device)
+    runs = [_Run(c, None if checkpoint_dir is None else checkpoint_path(checkpoint_dir, c)) for c in configs]
+    start = min(r.start for r in runs)
+    label = c0.label() if len(configs) == 1 else f"t={c0.t:g}, {len(configs)} configs"
+    for k in tqdm(range(start, c0.epochs + 1), desc=label, disable=not progress, leave=False):
+        if c0.resample and k > 0:
+            mc.resample(c0.seed + 1 + k)
+        active = [r for r in runs if k >= r.start]
+        for r in active:
+            if r.checkpoint is not None and k > r.start and (k % checkpoint_every == 0 or k == c0.epochs):
+                _save_checkpoint(r.checkpoint, {"config": r.config.describe(), "weights": r.W.cpu(),
+                                                "history": r.hist, "first": r.first, "epoch": k})
+        evaluated = mc.value_and_grad_many([r.W for r in active], [r.config.activation for r in active],
+                                           [r.net.joint for r in active])
+        for r, (loss, grad, _) in zip(active, evaluated):
+            loss = float(loss)
+            r.first = loss if r.first is None else r.first
+            gnorm = float(grad.norm())
+            if _exploded(loss, r.first) or not math.isfinite(gnorm):
+                raise r.diverged(f"loss={loss:.4g} (first {r.first:.4g})", k)
+            if k % c0.log_every == 0 or k == c0.epochs:
+                r.hist["epoch"].append(k)
+                r.hist["loss"].append(loss)
+                r.hist["grad_norm"].append(gnorm)
+            if k < c0.epochs:
+                W_new = r.W - r.config.step_size * grad
+                if not bool(torch.isfinite(W_new).all()):
+                    raise r.diverged("non-finite weights", k + 1)
+                r.W = W_new
+    return [TrainResult(_net_from(r.config, r.W), r.hist, r.config) for r in runs]
 
 
 def train(config: TrainConfig, progress: bool = True) -> TrainResult:
@@ -255,13 +275,17 @@ def train_many(configs, progress: bool = True, checkpoint_dir=None) -> list[Trai
         per = (time.perf_counter() - t0) / len(exact)
         for i in exact:
             results[i].seconds = per
-    outer = tqdm([i for i, c in enumerate(configs) if c.estimator == "mc"], desc="training (Monte Carlo)",
-                 disable=not progress or len(configs) == 1)
-    for i in outer:
+    groups: dict = {}
+    for i, c in enumerate(configs):
+        if c.estimator == "mc":
+            groups.setdefault(_mc_group_key(c), []).append(i)
+    for idx in tqdm(list(groups.values()), desc="training (Monte Carlo)", disable=not progress or len(groups) == 1):
         t0 = time.perf_counter()
-        ckpt = None if checkpoint_dir is None else checkpoint_path(checkpoint_dir, configs[i])
-        results[i] = _train_mc(configs[i], progress, checkpoint=ckpt)
-        results[i].seconds = time.perf_counter() - t0
+        group = _train_mc_group([configs[i] for i in idx], progress, checkpoint_dir)
+        per = (time.perf_counter() - t0) / len(idx)
+        for i, res in zip(idx, group):
+            res.seconds = per
+            results[i] = res
     return results
 
 

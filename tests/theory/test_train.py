@@ -39,7 +39,7 @@ def test_checkpoint_resume_equals_uninterrupted_run(tmp_path):
     from theory.train import checkpoint_path
 
     calls = {"n": 0}
-    original = losses.MonteCarloLoss.value_and_grad
+    original = losses.MonteCarloLoss.value_and_grad_many
 
     def flaky(self, *args, **kwargs):
         calls["n"] += 1
@@ -47,12 +47,12 @@ def test_checkpoint_resume_equals_uninterrupted_run(tmp_path):
             raise KeyboardInterrupt
         return original(self, *args, **kwargs)
 
-    losses.MonteCarloLoss.value_and_grad = flaky
+    losses.MonteCarloLoss.value_and_grad_many = flaky
     try:
         with pytest.raises(KeyboardInterrupt):
             train_many([full], progress=False, checkpoint_dir=tmp_path / "b")
     finally:
-        losses.MonteCarloLoss.value_and_grad = original
+        losses.MonteCarloLoss.value_and_grad_many = original
     assert torch.load(checkpoint_path(tmp_path / "b", full), weights_only=False)["epoch"] == 500
     resumed = train_many([full], progress=False, checkpoint_dir=tmp_path / "b")[0]
     assert torch.equal(resumed.net.weights, reference.net.weights)
@@ -81,3 +81,14 @@ def test_joint_architecture_trains_and_refuses_thm44():
     alpha, beta = cfg.alpha_beta
     with pytest.raises(ValueError, match="per-patch"):
         thm44_lower_bound(res.net, cfg.data(), alpha, beta, n=10)
+
+
+def test_lock_step_group_equals_separate_runs():
+    """Configs sharing a sample set train together; each equals its own separate run exactly."""
+    configs = [TrainConfig(activation=a, t=0.4, init_std=0.3, architecture=arch, **SMALL)
+               for a, arch in [("relu", "per_patch"), ("cubic", "per_patch"), ("linear", "joint")]]
+    together = train_many(configs, progress=False)
+    for cfg, res in zip(configs, together):
+        alone = train(cfg, progress=False)
+        assert torch.equal(alone.net.weights, res.net.weights)
+        assert alone.history == res.history
