@@ -13,6 +13,8 @@ import sys
 # verb -> (module, one-line help)
 VERBS: dict[str, tuple[str, str]] = {
     "figure6": ("paper_figs.figure6", "Figure 6: psi_t histograms of trained two-layer score networks"),
+    "bounds": ("paper_figs.bounds_cli", "Thm 4.5 exactly: stationary points, GD limit, C0, C1"),
+    "appendix-a": ("paper_figs.appendix_a", "App. A: FID 0 yet a different rule (Gaussian mixture)"),
 }
 
 
