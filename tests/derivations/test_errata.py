@@ -372,3 +372,31 @@ def test_expectation_helper_moments():
     assert expect(z**3 * e**2, [e], z) == sp.Symbol("m_3", positive=True)
     with pytest.raises(ValueError, match="linear"):
         expect(sp.Symbol("R") ** 2, [], None, {sp.Symbol("R"): 1})
+
+
+def test_every_errata_line_names_existing_tests():
+    """Each table row of ERRATA.md has a verdict and at least one test, and every named test exists.
+    Names are `test_x` (this file), `path/test_file.py::test_x` or `::test_x` (same file as before)."""
+    import importlib
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "derivations" / "ERRATA.md").read_text()
+    rows = [r for r in text.splitlines() if re.match(r"\| [SETA]\.\d+ \|", r)]
+    ids = [r.split("|")[1].strip() for r in rows]
+    expected = [f"S.{i}" for i in range(1, 4)] + [f"E.{i}" for i in range(1, 25)] + \
+        [f"T.{i}" for i in (1, 2, 3, 4, 5, 6, 7, 8)] + [f"A.{i}" for i in range(1, 4)]
+    assert ids == expected
+    for row in rows:
+        assert re.search(r"\| (CORRECT|WRONG)", row), row
+        names = re.findall(r"`((?:[\w/]+\.py)?::)?(test_\w+)`", row)
+        assert names, row
+        module = "tests.derivations.test_errata"
+        for prefix, name in names:
+            if prefix and prefix != "::":
+                path = prefix[:-len(".py::")]
+                module = "tests." + path.replace("/", ".").removeprefix("tests.") if "/" in path \
+                    else "tests.derivations." + path
+            elif not prefix:
+                module = "tests.derivations.test_errata"
+            assert hasattr(importlib.import_module(module), name), (row[:8], module, name)

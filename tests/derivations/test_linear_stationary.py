@@ -131,3 +131,18 @@ def test_reduced_path_of_the_printed_loss_passes_the_orthogonal_saddle():
     assert r[-1] ** 2 > 0.1 and g[-1] ** 2 < 0.9 * S  # not converged: still near the orthogonal saddle
     ks, g, r = LS.gd_path(alpha, beta, c2, s0, s0 * math.sqrt(99), 0.03, 40_000, "paper", record_every=40_000)
     assert g[-1] ** 2 == pytest.approx(S, rel=1e-8)  # it gets there eventually
+
+
+def test_hessian_signs_are_evident_in_factored_form():
+    """The curvatures that classify the points, in forms whose sign is evident for 0 < beta < 1."""
+    A, b = LS.alpha**2 * LS.c2, LS.beta
+    fams = {f.kind: f for f in LS.stationary_families("paper")}
+    assert sp.simplify(fams["origin"].hessian_in_plane[0] + 4 * A / b**2 + 4 * (1 + b)) == 0
+    assert sp.simplify(fams["orthogonal"].hessian_in_plane[0] - 2 * A * (b - 1) / b**2) == 0  # < 0
+    aligned_perp = 2 * A * (A + b**2 * (1 - b)) / (b**2 * (A + b**2))  # > 0 for beta < 1
+    assert sp.simplify(fams["aligned"].hessian_transverse - aligned_perp) == 0
+    assert sp.simplify(fams["aligned"].hessian_in_plane[0] - 8 * (A / b**2 + 1 + b)) == 0
+    score = {f.kind: f for f in LS.stationary_families("score")}
+    assert sp.simplify(score["origin"].hessian_in_plane[0] + 4 * A / b**2) == 0
+    score_perp = 2 * A * (A + 2 * b**2) / (b**2 * (A + b**2))
+    assert sp.simplify(score["aligned"].hessian_transverse - score_perp) == 0
