@@ -301,33 +301,39 @@ def _eps_rule(panel: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 class _Posterior:
-    """E[zeta | mode, sd] for the Gaussian likelihood exp(-(zeta - mode)^2 / (2 sd^2)) under D_zeta.
+    """m(mode) - c: the posterior mean E[zeta | mode, sd] under D_zeta for the Gaussian likelihood
+    exp(-(zeta - mode)^2 / (2 sd^2)), measured from the centre c of the support.
 
-    Uniform and Discrete use ``gaussian_tilt`` (exact). Other distributions (ScaledBeta) use their own
-    Gauss quadrature (Gauss-Jacobi: the density's end-point behaviour is in the weight, so the rule
-    converges geometrically), because ``ScaledBeta.gaussian_tilt``'s windowed Gauss-Legendre loses
-    accuracy (~1e-7) when a or b is not an integer.
+    Uniform with sd <= width uses ``gaussian_tilt`` (exact truncated normal). Otherwise the prior's own
+    rule is used: the atoms of a Discrete, Gauss-Legendre for Uniform (the Gaussian factor is smooth on
+    the support when sd > width, where the truncated-normal form ``mode + sd * excess`` would lose
+    ~|mode| * 1e-16 to cancellation), Gauss-Jacobi for ScaledBeta (the end-point behaviour of the density
+    is in the weight, so the rule converges geometrically; ``ScaledBeta.gaussian_tilt``'s windowed
+    Gauss-Legendre is only ~1e-7 accurate when a or b is not an integer). Deviations from c are summed
+    directly, so a posterior mean that barely moves keeps its relative accuracy.
     """
 
     def __init__(self, zeta: ZetaDistribution, sd: float, order: int):
         self.zeta, self.sd = zeta, sd
-        self.exact = isinstance(zeta, Uniform | Discrete)
+        self.centre = 0.5 * (zeta.lo + zeta.hi)
+        self.exact = isinstance(zeta, Uniform) and sd <= zeta.hi - zeta.lo
         if not self.exact:
-            self.nodes, w = zeta.quadrature(order)
-            self.logw = np.log(w)
+            nodes, w = zeta.quadrature(order)
+            self.nodes, self.logw = nodes, np.log(w)
 
     def __call__(self, mode: np.ndarray) -> np.ndarray:
         if self.exact:
             _, mean = self.zeta.gaussian_tilt(torch.as_tensor(mode, dtype=DTYPE), self.sd)
-            return mean.numpy()
+            return mean.numpy() - self.centre
         out = np.empty(mode.size)
         flat = mode.ravel()
+        dev = self.nodes - self.centre
         step = max(1, 2_000_000 // self.nodes.size)
         for i in range(0, flat.size, step):
             m = flat[i:i + step, None]
             logk = self.logw[None] - (self.nodes[None] - m) ** 2 / (2 * self.sd**2)
             k = np.exp(logk - logk.max(axis=1, keepdims=True))
-            out[i:i + step] = (k @ self.nodes) / k.sum(axis=1)
+            out[i:i + step] = (k @ dev) / k.sum(axis=1)
         return out.reshape(mode.shape)
 
 
@@ -338,7 +344,7 @@ def _mean_conditional_variance(zeta: ZetaDistribution, sd: float, level: int) ->
     if isinstance(zeta, Discrete):
         z, wz = zeta.quadrature()
         panel = min(1.0, sd / width) / scale  # posterior odds change over sd/width in eps
-        order = 0
+        order = 1
     else:
         z, wz = zeta.quadrature(scale * (32 + int(math.ceil(4 * width / sd))))
         panel = 1.0 / scale
