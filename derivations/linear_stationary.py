@@ -285,9 +285,10 @@ def paper_variance_line3() -> sp.Expr:
 def lambdified(target: str = "paper", module: str = "numpy") -> dict:
     """numpy (or mpmath) functions of the derived closed forms.
 
-    ``families[kind]`` -> f(alpha, beta, c2) giving (G, N, *in-plane Hessian eigenvalues, transverse)
-    for one patch with E[c^2] = c2; ``bias``/``variance``/``total`` -> f(alpha, beta, m1, m2) at the
-    GD limit; ``grad`` -> f(alpha, beta, c2, gamma, rho) giving (dL/dgamma, dL/drho).
+    ``families[kind]`` -> list of f(alpha, beta, c2) giving [G, N, two in-plane Hessian eigenvalues,
+    transverse curvature, L(point) - L(0), *existence conditions (all must be > 0)] for one patch with
+    E[c^2] = c2; ``bias``/``variance``/``total`` -> f(alpha, beta, m1, m2) at the GD limit;
+    ``grad`` -> f(alpha, beta, c2, gamma, rho) giving [dL/dgamma, dL/drho].
     """
     _check_target(target)
     args = (alpha, beta, c2)
