@@ -317,7 +317,12 @@ def gd_path(alpha_val: float, beta_val: float, c2_val: float, gamma0, rho0, lr: 
     e = (w^0 - <w^0, f> f)/||...||; ``gamma0``, ``rho0`` may be arrays (independent runs in lock step).
     Returns (steps recorded, gamma history, rho history), histories of shape (records, *shape of gamma0).
     """
-    grad = lambdified(target)["grad"]
+    for name, value in (("alpha_val", alpha_val), ("beta_val", beta_val), ("c2_val", c2_val), ("lr", lr)):
+        if not (np.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be finite and > 0, got {value!r}")
+    if int(steps) != steps or steps < 1 or int(record_every) != record_every or record_every < 1:
+        raise ValueError(f"steps and record_every must be integers >= 1, got {steps!r}, {record_every!r}")
+    grad = lambdified(_check_target(target))["grad"]
     gam = np.array(gamma0, dtype=np.float64)
     rh = np.array(rho0, dtype=np.float64)
     hist_g, hist_r, ks = [gam.copy()], [rh.copy()], [0]

@@ -146,3 +146,12 @@ def test_hessian_signs_are_evident_in_factored_form():
     assert sp.simplify(score["origin"].hessian_in_plane[0] + 4 * A / b**2) == 0
     score_perp = 2 * A * (A + 2 * b**2) / (b**2 * (A + b**2))
     assert sp.simplify(score["aligned"].hessian_transverse - score_perp) == 0
+
+
+@pytest.mark.parametrize("kwargs, word", [({"lr": 0.0}, "lr"), ({"steps": 0}, "steps"),
+                                          ({"target": "eps"}, "target"), ({"alpha_val": -1.0}, "alpha_val")])
+def test_gd_path_validates(kwargs, word):
+    args = {"alpha_val": 0.7, "beta_val": 0.7, "c2_val": 0.28, "gamma0": 0.01, "rho0": 0.1, "lr": 0.01,
+            "steps": 10, **kwargs}
+    with pytest.raises(ValueError, match=word):
+        LS.gd_path(**args)
