@@ -13,6 +13,9 @@ import sys
 # verb -> (module, one-line help)
 VERBS: dict[str, tuple[str, str]] = {
     "figure6": ("paper_figs.figure6", "Figure 6: psi_t histograms of trained two-layer score networks"),
+    "figure3": ("paper_figs.figure3", "Figure 3: the rule evaluator on each task's training data"),
+    "data": ("empirics.cli", "Synthetic Tasks A-D (App. C): write a PNG folder and/or .npz"),
+    "eval": ("empirics.cli", "Evaluate images of a task: rows per image and summary.json"),
     "bounds": ("paper_figs.bounds_cli", "Thm 4.5 exactly: stationary points, GD limit, C0, C1"),
     "appendix-a": ("paper_figs.appendix_a", "App. A: FID 0 yet a different rule (Gaussian mixture)"),
 }

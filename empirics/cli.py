@@ -1,0 +1,215 @@
+"""``hidden-rules data`` and ``hidden-rules eval``: make task data sets and evaluate images.
+
+    hidden-rules data A --n 4000 --size 32 --out DIR     # DIR/A/*.png, DIR/params.csv, DIR/A_32.npz
+    hidden-rules eval A PATH [--out DIR]                 # PATH: .npz, image file or folder
+
+``eval`` writes ``evaluation.jsonl`` and ``evaluation.csv`` (one row per image: file, valid,
+reason, features, x, y, ratio, coarse_ok) and ``summary.json`` (``Evaluation.summary()`` plus the
+skipped files and, when the input carries ground truth, the feature errors in pixels). Files that
+cannot be evaluated are listed with their reason and the run goes on.
+
+Both verbs live in this module; ``paper_figs.cli`` gives each verb its own parser whose ``prog``
+ends in the verb name, which ``add_arguments`` reads to add the right arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from empirics.evaluate import Evaluation, evaluate
+from empirics.io import read_images, save_npz, save_png_folder
+from empirics.metrics import feature_errors
+from empirics.tasks import TRAIN_SIZES, Task, generate
+
+VERBS = ("data", "eval")
+# Features compared with the ground truth in pixels (the fine-rule lengths).
+RULE_FEATURES = {Task.A: ("l1", "h1", "h2", "l2"), Task.B: ("l1", "h1", "l2", "h2"),
+                 Task.C: ("r_small", "r_large"), Task.D: ("side_top", "side_bottom")}
+
+
+def _task(text: str) -> Task:
+    try:
+        return Task.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def add_data_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("task", type=_task, help="A, B, C or D")
+    p.add_argument("--n", type=int, default=None, help="number of images (default: the paper's 4000 for A, "
+                   "2000 for B-D)")
+    p.add_argument("--size", type=int, default=32, help="image size in px (default 32; paper: also 64)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--format", choices=("png", "npz", "both"), default="both",
+                   help="PNG folder (+ params.csv), .npz archive, or both (default)")
+    p.add_argument("--fine-factor", type=float, default=1.0,
+                   help="scale y so that y/x = factor * k (negative controls; default 1)")
+    p.add_argument("--violate-coarse", action="store_true", help="break the coarse rule (negative controls)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing data set")
+
+
+def add_eval_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("task", type=_task, help="A, B, C or D")
+    p.add_argument("path", help=".npz archive, image file or folder of images")
+    p.add_argument("--out", default=None, help="output folder (default: <path>_eval next to the input)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--trim", type=float, nargs=2, default=(2.5, 97.5), metavar=("LO", "HI"),
+                   help="ratio percentiles kept for the fit (default 2.5 97.5, as Fig. 3/4)")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates for the 95%% CIs")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--workers", type=int, default=2, help="threads (default 2)")
+    p.add_argument("--value-range", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                   help="float inputs: value mapped to black and to white (default: auto [0,1] or [-1,1])")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the arguments of the verb named by the parser's ``prog`` ("... data" or "... eval")."""
+    verb = parser.prog.split()[-1]
+    if verb not in VERBS:
+        raise ValueError(f"empirics.cli serves the verbs {VERBS}, not {verb!r}")
+    (add_data_arguments if verb == "data" else add_eval_arguments)(parser)
+    parser.set_defaults(_empirics_verb=verb)
+
+
+def run(args) -> int:
+    verb = getattr(args, "_empirics_verb", None)
+    if verb == "data":
+        return run_data(args)
+    if verb == "eval":
+        return run_eval(args)
+    raise ValueError("args were not parsed by empirics.cli.add_arguments")
+
+
+def run_data(args) -> int:
+    task = args.task
+    n = TRAIN_SIZES[task] if args.n is None else args.n
+    out = Path(args.out)
+    npz_path = out / f"{task.value}_{args.size}.npz"
+    if args.format in ("npz", "both") and npz_path.exists() and not args.overwrite:
+        raise ValueError(f"{npz_path} exists; pass --overwrite to replace it")
+    if args.format in ("png", "both") and (out / "params.csv").exists() and not args.overwrite:
+        raise ValueError(f"{out / 'params.csv'} exists; pass --overwrite to replace it")
+    t0 = time.perf_counter()
+    batch = generate(task, n, args.size, args.seed, fine_factor=args.fine_factor,
+                     violate_coarse=args.violate_coarse)
+    written = []
+    if args.format in ("png", "both"):
+        written.append(str(save_png_folder(batch, out, overwrite=args.overwrite)))
+        written.append(str(out / task.value) + "/")
+    if args.format in ("npz", "both"):
+        save_npz(batch, npz_path)
+        written.append(str(npz_path))
+    seconds = time.perf_counter() - t0
+    print(f"task {task.value}: {n} images of {args.size} px (seed {args.seed}) in {seconds:.1f} s")
+    print("wrote " + ", ".join(written))
+    return 0
+
+
+def _default_out(path: Path) -> Path:
+    base = path.with_suffix("") if path.is_file() else path
+    return base.parent / f"{base.name}_eval"
+
+
+def _evaluate_set(images: list[np.ndarray], task: Task, args) -> Evaluation:
+    """Evaluate images of possibly different sizes and dtypes, keeping their order."""
+    groups: dict[tuple, list[int]] = {}
+    for i, img in enumerate(images):
+        groups.setdefault((img.shape, img.dtype.str), []).append(i)
+    order = np.empty(len(images), int)
+    parts, pos = [], 0
+    for idx in groups.values():
+        value_range = tuple(args.value_range) if args.value_range else None
+        parts.append(evaluate(np.stack([images[i] for i in idx]), task, value_range=value_range,
+                              workers=args.workers))
+        order[idx] = np.arange(pos, pos + len(idx))
+        pos += len(idx)
+    return Evaluation.concatenate(parts).take(order)
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, float | np.floating):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+def run_eval(args) -> int:
+    from paper_figs._io import atomic_write_bytes, prepare_outputs, write_json
+
+    task = args.task
+    src = Path(args.path)
+    image_set = read_images(src)
+    out = Path(args.out) if args.out else _default_out(src)
+    jsonl_path, csv_path, summary_path = prepare_outputs(
+        out, ["evaluation.jsonl", "evaluation.csv", "summary.json"], args.overwrite)
+    for name, why in image_set.skipped:
+        print(f"skipped {name}: {why}", file=sys.stderr)
+    t0 = time.perf_counter()
+    summary: dict = {"task": task.value, "input": str(src), "n_files": len(image_set.files),
+                     "skipped": [{"file": f, "reason": r} for f, r in image_set.skipped]}
+    rows: list[dict] = []
+    if image_set.images:
+        ev = _evaluate_set(image_set.images, task, args)
+        rows = ev.rows()
+        for row, name in zip(rows, image_set.files):
+            row["file"] = name
+        summary.update(ev.summary(trim=tuple(args.trim), n_boot=args.n_boot, seed=args.seed))
+        if image_set.params is not None and image_set.task is task and ev.valid.any():
+            summary["ground_truth_errors"] = feature_errors(
+                ev.features, image_set.params, RULE_FEATURES[task], ev.size, ev.valid)
+    summary["seconds"] = time.perf_counter() - t0
+    keys = list(rows[0]["features"]) if rows else []
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["file", "valid", "reason", *keys, "x", "y", "ratio", "coarse_ok"])
+    lines = []
+    for row in rows:
+        ordered = {"file": row["file"], **{k: v for k, v in row.items() if k != "file"}}
+        lines.append(json.dumps(_jsonable(ordered)))
+        writer.writerow([row["file"], row["valid"], row["reason"],
+                         *("" if row["features"][k] is None else repr(row["features"][k]) for k in keys),
+                         *("" if row[k] is None else row[k] for k in ("x", "y", "ratio", "coarse_ok"))])
+    atomic_write_bytes(jsonl_path, ("\n".join(lines) + ("\n" if lines else "")).encode())
+    atomic_write_bytes(csv_path, text.getvalue().encode())
+    write_json(summary_path, _jsonable(summary))
+    n_valid = summary.get("n_valid", 0)
+    print(f"task {task.value}: {len(rows)} images evaluated, {n_valid} valid, "
+          f"{len(image_set.skipped)} skipped ({summary['seconds']:.1f} s)")
+    if summary.get("r2") is not None:
+        print(f"fit y = {summary['beta1']:.4f} x + {summary['beta0']:.4f} (k = {summary['k']:.4f}), "
+              f"R^2 = {summary['r2']:.4f}, Error = {summary['error']:.4f}, "
+              f"coarse violations = {summary['coarse_violations']}")
+    print(f"wrote {jsonl_path}, {csv_path}, {summary_path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m empirics.cli", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="verb", required=True)
+    for verb in VERBS:
+        add_arguments(sub.add_parser(verb))
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except ValueError as exc:
+        parser.exit(2, f"{parser.prog} {args.verb}: error: {exc}\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

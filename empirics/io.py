@@ -1,0 +1,247 @@
+"""Saving and loading task data: ``.npz`` archives and PNG folders, and reading images to evaluate.
+
+PNG folder layout (read as-is by torchvision ``ImageFolder`` and by the diffusers examples'
+``datasets.load_dataset("imagefolder", data_dir=...)``)::
+
+    OUT/
+      A/000000.png, A/000001.png, ...     one RGB PNG per image, in a folder named after the task
+      params.csv                          file_name (relative to OUT), task, size, seed, then every
+                                          ground-truth parameter of ``TaskBatch.params``
+
+``params.csv`` is written last, atomically, so its presence marks a complete folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from empirics.tasks import Task, TaskBatch
+
+__all__ = ["save_npz", "load_npz", "save_png_folder", "load_png_folder", "ImageSet", "read_images",
+           "IMAGE_SUFFIXES"]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+# Files that live next to images (ground truth, archives, evaluation outputs): not listed as skipped.
+COMPANION_SUFFIXES = (".csv", ".npz", ".json", ".jsonl", ".md", ".txt")
+_PARAM_PREFIX = "param__"
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_npz(batch: TaskBatch, path) -> None:
+    """Write ``batch`` to a compressed ``.npz`` (images, task, meta and every parameter)."""
+    if not isinstance(batch, TaskBatch):
+        raise ValueError(f"batch must be a TaskBatch, got {type(batch).__name__}")
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise ValueError(f"path must end in .npz, got {str(path)!r}")
+    buf = io.BytesIO()
+    arrays = {f"{_PARAM_PREFIX}{k}": np.asarray(v, np.float64) for k, v in batch.params.items()}
+    np.savez_compressed(buf, images=batch.images, task=np.array(batch.task.value),
+                        meta=np.array(json.dumps(batch.meta)), **arrays)
+    _atomic_write(path, buf.getvalue())
+
+
+def load_npz(path) -> TaskBatch:
+    """Read a ``TaskBatch`` written by ``save_npz``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"no such file: {str(path)!r}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            keys = set(z.files)
+            if not {"images", "task"} <= keys:
+                raise ValueError(f"{str(path)!r} is not a task archive (needs 'images' and 'task')")
+            params = {k[len(_PARAM_PREFIX):]: z[k] for k in keys if k.startswith(_PARAM_PREFIX)}
+            meta = json.loads(str(z["meta"])) if "meta" in keys else {}
+            return TaskBatch(z["images"], params, str(z["task"]), meta)
+    except (OSError, EOFError) as exc:
+        raise ValueError(f"cannot read {str(path)!r} as .npz: {exc}") from exc
+
+
+def save_png_folder(batch: TaskBatch, out_dir, overwrite: bool = False) -> Path:
+    """Write one PNG per image to ``out_dir/<task>/`` and ``out_dir/params.csv``; returns the csv path."""
+    if not isinstance(batch, TaskBatch):
+        raise ValueError(f"batch must be a TaskBatch, got {type(batch).__name__}")
+    out = Path(out_dir)
+    sub = out / batch.task.value
+    csv_path = out / "params.csv"
+    if not overwrite and (csv_path.exists() or (sub.exists() and any(sub.iterdir()))):
+        raise ValueError(f"{str(out)!r} already holds a dataset; pass overwrite=True (--overwrite) "
+                         "to replace it")
+    sub.mkdir(parents=True, exist_ok=True)
+    if overwrite:
+        for old in sub.glob("*.png"):
+            old.unlink()
+    names = []
+    for i, img in enumerate(batch.images):
+        name = f"{batch.task.value}/{i:06d}.png"
+        ok, enc = cv2.imencode(".png", np.ascontiguousarray(img[:, :, ::-1]))
+        if not ok:  # pragma: no cover - OpenCV failure
+            raise RuntimeError(f"PNG encoding failed for image {i}")
+        (out / name).write_bytes(enc.tobytes())
+        names.append(name)
+    keys = sorted(batch.params)
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["file_name", "task", "size", "seed", *keys])
+    seed = batch.meta.get("seed", "")
+    for i, name in enumerate(names):
+        values = (repr(float(batch.params[k][i])) for k in keys)
+        writer.writerow([name, batch.task.value, batch.size, seed, *values])
+    _atomic_write(csv_path, text.getvalue().encode())
+    return csv_path
+
+
+def load_png_folder(path) -> TaskBatch:
+    """Read a folder written by ``save_png_folder`` (images in ``params.csv`` order)."""
+    root = Path(path)
+    csv_path = root / "params.csv"
+    if not csv_path.is_file():
+        raise ValueError(f"{str(root)!r} has no params.csv; use read_images() for folders without "
+                         "ground truth")
+    with open(csv_path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        raise ValueError(f"{str(csv_path)!r} lists no images")
+    tasks = {r["task"] for r in rows}
+    if len(tasks) != 1:
+        raise ValueError(f"{str(csv_path)!r} mixes tasks {sorted(tasks)}")
+    images = []
+    for r in rows:
+        img = _read_one(root / r["file_name"])
+        if isinstance(img, str):
+            raise ValueError(f"{r['file_name']}: {img}")
+        images.append(img)
+    sizes = {im.shape for im in images}
+    if len(sizes) != 1:
+        raise ValueError(f"images of different sizes in {str(root)!r}: {sorted(sizes)}")
+    fixed = {"file_name", "task", "size", "seed"}
+    params = {k: np.array([float(r[k]) for r in rows]) for k in rows[0] if k not in fixed}
+    seed = rows[0].get("seed", "")
+    meta = {"task": rows[0]["task"], "size": int(rows[0]["size"])}
+    if seed not in ("", None):
+        meta["seed"] = int(seed)
+    return TaskBatch(np.stack(images), params, rows[0]["task"], meta)
+
+
+def _read_one(path: Path):
+    """An RGB uint8 image, or a string saying why the file cannot be evaluated."""
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        return "unreadable (not a decodable image)"
+    if raw.dtype == np.uint16:
+        raw = np.round(raw / 257.0).astype(np.uint8)
+    elif raw.dtype != np.uint8:
+        return f"unsupported pixel type {raw.dtype}"
+    if raw.ndim == 2:
+        rgb = np.repeat(raw[:, :, None], 3, axis=2)
+    elif raw.ndim == 3 and raw.shape[2] == 3:
+        rgb = raw[:, :, ::-1]
+    elif raw.ndim == 3 and raw.shape[2] == 4:
+        alpha = raw[:, :, 3:4].astype(np.float32) / 255.0
+        rgb = np.round(raw[:, :, 2::-1] * alpha + 255.0 * (1 - alpha)).astype(np.uint8)
+    else:
+        return f"unsupported channel layout {raw.shape}"
+    h, w = rgb.shape[:2]
+    if h != w:
+        return f"not square ({w} x {h} px)"
+    if h < 16:
+        return f"too small ({w} x {h} px, need >= 16)"
+    return np.ascontiguousarray(rgb)
+
+
+@dataclass
+class ImageSet:
+    """Images found at a path: names, arrays (RGB uint8 or float), skipped files and optional truth."""
+
+    files: list[str]
+    images: list[np.ndarray]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    params: dict[str, np.ndarray] | None = None
+    task: Task | None = None
+
+
+def read_images(path) -> ImageSet:
+    """Everything ``hidden-rules eval`` can read at ``path``.
+
+    ``path`` is an ``.npz`` (a task archive or any archive with an ``images`` array), an image file, or
+    a folder searched recursively for image files (sorted by relative path). Unreadable, non-square
+    or too small files, and unknown non-image files, are listed in ``skipped`` with the reason
+    (companions such as ``params.csv``, ``.npz``, ``.json`` are passed over silently). If the
+    folder has a ``params.csv`` covering the images, its ground truth is kept.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise ValueError(f"no such file or folder: {str(p)!r}")
+    if p.is_file() and p.suffix.lower() == ".npz":
+        try:
+            batch = load_npz(p)
+            return ImageSet([f"{p.name}#{i}" for i in range(len(batch))], list(batch.images), [],
+                            batch.params, batch.task)
+        except ValueError:
+            pass
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                if "images" not in z.files:
+                    raise ValueError(f"{str(p)!r} has no 'images' array")
+                arr = z["images"]
+        except (OSError, EOFError) as exc:
+            raise ValueError(f"cannot read {str(p)!r} as .npz: {exc}") from exc
+        if arr.ndim == 3:
+            arr = arr[None]
+        return ImageSet([f"{p.name}#{i}" for i in range(len(arr))], list(arr))
+    if p.is_file():
+        img = _read_one(p)
+        if isinstance(img, str):
+            return ImageSet([], [], [(p.name, img)])
+        return ImageSet([p.name], [img])
+    files, images, skipped = [], [], []
+    for f in sorted(q for q in p.rglob("*") if q.is_file()):
+        rel = f.relative_to(p).as_posix()
+        if any(part.startswith(".") for part in f.relative_to(p).parts):
+            continue
+        if f.suffix.lower() not in IMAGE_SUFFIXES:
+            if f.suffix.lower() not in COMPANION_SUFFIXES:
+                skipped.append((rel, "not an image file"))
+            continue
+        img = _read_one(f)
+        if isinstance(img, str):
+            skipped.append((rel, img))
+        else:
+            files.append(rel)
+            images.append(img)
+    out = ImageSet(files, images, skipped)
+    csv_path = p / "params.csv"
+    if csv_path.is_file():
+        try:
+            with open(csv_path, newline="") as fh:
+                rows = {r["file_name"]: r for r in csv.DictReader(fh)}
+            if files and all(f in rows for f in files):
+                fixed = {"file_name", "task", "size", "seed"}
+                keys = [k for k in rows[files[0]] if k not in fixed]
+                out.params = {k: np.array([float(rows[f][k]) for f in files]) for k in keys}
+                out.task = Task.parse(rows[files[0]]["task"])
+        except (KeyError, ValueError, csv.Error):
+            out.params = None
+    return out

@@ -1,0 +1,498 @@
+"""Synthetic Tasks A-D of Section 3.1.2 and App. C, rendered with exact anti-aliasing.
+
+``generate(task, n, size=32, seed=0) -> TaskBatch`` draws the ground-truth parameters of each task
+with a seeded ``numpy.random.Generator`` and renders RGB images on a white background. Every
+element is drawn with its exact box-filtered pixel coverage (rectangles analytically; discs
+integrated over 16 sub-columns per pixel and exactly along each sub-column), which is the limit
+of supersampled rendering: features are continuous, not integer pixels. Pixel colour =
+white - sum_e coverage_e * (white - colour_e); the elements never overlap, so this is the exact
+area-weighted mix. Colours are drawn uniformly from App. C's HSV ranges in OpenCV units
+(H in [0, 180), S and V in [0, 255]) and converted to RGB with OpenCV.
+
+Fine rules (the DESIGN.md readings; features are lengths divided by the image size)::
+
+    task  x                 y                  slope k   coarse rule
+    A     l1 * h2           l2 * h1            1         sun and shadow on opposite sides of the pole
+    B     l1 * h1           l2 * h2            1         left rectangle taller: h1 > h2
+    C     r_small           r_large            sqrt(2)   distinct radii
+    D     side_top          side_bottom        1.5       top square smaller: side_top < side_bottom
+
+Task A (App. C, eq. (8)). A pole of height h2 ~ U[20 %, 40 %] of the image stands on the ground
+line at the horizontal centre; the sun's height above the ground is 2*h2 clipped to [30 %, 80 %];
+h1 = sun height - h2 is the vertical distance from the sun centre to the pole top; l1 is the
+horizontal sun-pole distance and the shadow length is l2 = h2*l1/h1 (eq. (8)), on the side
+opposite the sun. With h2 in [20 %, 40 %] the clip never binds, so the paper's recipe gives
+h1 = h2 and l2 = l1 exactly; we keep it (the rule l1*h2 = l2*h1 holds either way).
+Adjusted ranges (the paper's would degenerate or leave the frame): App. C's sun positions
+0-6 | 26-32 px ("far") and 10-16 | 16-22 px ("near") at 32 px mean sun-pole distances 10-16 and
+0-6 px. A distance of 16 px puts the shadow's end on the image border and a distance near 0 gives
+no shadow at all (and no side to check the coarse rule on), so we draw the distance from
+[10, 15] px ("far") or [3, 6] px ("near") with equal probability, on either side, all scaled by
+size/32. Sizes the paper does not give (at 32 px, scaled with the image): pole width 2 px, sun
+radius 3 px, ground line at y = 28 px, shadow a 3 px thick strip lying on the ground from the
+pole's foot to its end point. Far suns are cut by the image border (as in the paper's figures);
+the evaluator measures them from their visible arc.
+
+Task B (Section 3.1.2 vs App. C). The main text says the rectangle lengths are *proportional* to
+their distance from the viewpoint (l1*h2 = l2*h1) while the coarse rule and the perspective
+picture say the farther rectangle is shorter; App. C's formula l1*h1 = h2*l2 is the consistent
+one, with l = distance of a rectangle's left edge from the left image edge (the viewpoint) and
+h = its height, i.e. height proportional to 1/distance. App. C also swaps names (l2 is a height
+there). Ranges (App. C: left edge in [0, 30 %], left height in [20 %, 60 %], right edge in
+[l1 + 20 %, 80 %]): a left edge at 0 makes h2 = 0, so l1 ~ U[12.5 %, 30 %]; h1 ~ U[20 %, 60 %];
+l2 ~ U[l1 + 20 %, min(80 %, l1*h1/6.25 %)] so that h2 = l1*h1/l2 >= 6.25 % (2 px at 32 px).
+Not in the paper: both rectangles are 12.5 % wide and centred on a common horizon line at
+U[40 %, 60 %] of the height; the left one is yellowish, the right one blue-green.
+
+Task C (Section 3.1.2 vs App. C). App. C draws the *large* circle's diameter in [10 %, 30 %] and
+makes the *small* one sqrt(2) times larger, a contradiction; the main text's r2 = sqrt(2)*r1 with
+r1 the small radius is the consistent reading: the small (yellowish) circle's diameter is drawn
+from [10 %, 30 %] of the image and the large (blue-green) circle has sqrt(2) times its radius.
+The small circle touches the large one on its left, right, top or bottom (equal probability);
+the large circle's centre is uniform over the positions that keep both circles at least
+1/32 of the image from the border.
+
+Task D (App. C). The small (yellowish) square's side is a fraction of the top half's height,
+App. C: [30 %, 70 %] of the top half, i.e. [15 %, 35 %] of the image; the large (blue-green) square
+has 1.5 times that side, which would not fit in the bottom half (52.5 % > 50 %), so we draw the
+small side from [15 %, 28 %] of the image (large <= 42 %). Each square is uniform over the
+positions inside its half, at least 1/32 of the image from the border and from the middle line.
+
+Negative controls (tests, contrastive data): ``fine_factor`` multiplies the dependent quantity
+so that y/x = fine_factor * k, and ``violate_coarse=True`` breaks the coarse rule (A: shadow on the
+sun's side; B: heights swapped; C: equal radii; D: top square 1.5 times the bottom one).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import zlib
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from empirics._checks import check_int, check_real
+
+__all__ = [
+    "Task", "HSVRange", "YELLOWISH", "BLUE_GREEN", "DARK", "TARGET_SLOPE", "TRAIN_SIZES", "TaskBatch",
+    "generate", "sample_params", "render", "degrade",
+]
+
+
+class Task(str, enum.Enum):
+    """The four synthetic tasks of Section 3.1.2."""
+
+    A = "A"
+    B = "B"
+    C = "C"
+    D = "D"
+
+    @classmethod
+    def parse(cls, task) -> Task:
+        if isinstance(task, Task):
+            return task
+        if isinstance(task, str) and task.strip().upper() in cls.__members__:
+            return cls[task.strip().upper()]
+        raise ValueError(f"task must be one of 'A', 'B', 'C', 'D', got {task!r}")
+
+
+@dataclass(frozen=True)
+class HSVRange:
+    """An App. C colour range in OpenCV units: hue in [0, 180), saturation and value in [0, 255]."""
+
+    name: str
+    hue: tuple[float, float]
+    sat: tuple[float, float]
+    val: tuple[float, float]
+
+
+# App. C's colour families.
+YELLOWISH = HSVRange("yellowish", (0, 30), (100, 255), (200, 255))
+BLUE_GREEN = HSVRange("blue-green", (90, 150), (100, 255), (100, 255))
+DARK = HSVRange("dark", (0, 179), (0, 50), (50, 150))
+
+TARGET_SLOPE: dict[Task, float] = {Task.A: 1.0, Task.B: 1.0, Task.C: math.sqrt(2.0), Task.D: 1.5}
+# Training-set sizes of Section 3.2 / App. D.1.
+TRAIN_SIZES: dict[Task, int] = {Task.A: 4000, Task.B: 2000, Task.C: 2000, Task.D: 2000}
+
+# Element names and colour families, in drawing order.
+ELEMENTS: dict[Task, tuple[tuple[str, HSVRange], ...]] = {
+    Task.A: (("sun", YELLOWISH), ("pole", BLUE_GREEN), ("shadow", DARK)),
+    Task.B: (("left", YELLOWISH), ("right", BLUE_GREEN)),
+    Task.C: (("small", YELLOWISH), ("large", BLUE_GREEN)),
+    Task.D: (("top", YELLOWISH), ("bottom", BLUE_GREEN)),
+}
+
+# Lengths and positions: params hold each as "<key>_px" (pixels) and "<key>" (divided by the size).
+LENGTHS: dict[Task, tuple[str, ...]] = {
+    Task.A: ("l1", "h1", "h2", "l2", "sun_x", "sun_y", "sun_radius", "sun_height", "pole_x", "pole_top",
+             "pole_width", "ground_y", "shadow_end", "shadow_thickness"),
+    Task.B: ("l1", "h1", "l2", "h2", "left_width", "right_width", "left_y", "right_y"),
+    Task.C: ("r_small", "r_large", "small_x", "small_y", "large_x", "large_y", "gap"),
+    Task.D: ("side_top", "side_bottom", "top_x", "top_y", "bottom_x", "bottom_y"),
+}
+
+# Geometry in units of the image size (32 px -> multiply by 32).
+A_POLE_HEIGHT = (0.2, 0.4)           # App. C
+A_SUN_HEIGHT_CLIP = (0.3, 0.8)       # App. C: sun height = 2 * pole height, clipped
+A_FAR = (10 / 32, 15 / 32)           # App. C: 10-16 px from the pole; ours ends at 15 px (shadow in frame)
+A_NEAR = (3 / 32, 6 / 32)            # App. C: 0-6 px; ours starts at 3 px (a visible shadow)
+A_POLE_X, A_GROUND_Y = 0.5, 28 / 32
+A_POLE_WIDTH, A_SHADOW_THICKNESS, A_SUN_RADIUS = 2 / 32, 3 / 32, 3 / 32
+B_WIDTH = 0.125
+B_L1 = (0.125, 0.3)                  # App. C: [0, 0.3]
+B_H1 = (0.2, 0.6)                    # App. C
+B_GAP, B_L2_MAX, B_H2_MIN = 0.2, 0.8, 0.0625
+B_HORIZON = (0.4, 0.6)
+C_R_SMALL = (0.05, 0.15)             # diameter 10-30 % of the image (App. C)
+MARGIN = 1 / 32
+D_SIDE_TOP = (0.15, 0.28)            # App. C: 30-70 % of the top half = [0.15, 0.35]
+
+FINE_FACTOR_RANGE = (0.5, 1.5)
+
+
+def _stream(seed: int, task: Task, name: str) -> np.random.Generator:
+    """One independent stream per (seed, task, parameter): image i does not depend on n."""
+    return np.random.default_rng([seed, ord(task.value), zlib.crc32(name.encode())])
+
+
+def _uniform(seed, task, name, n, lo, hi):
+    return lo + (hi - lo) * _stream(seed, task, name).random(n)
+
+
+def _colours(seed: int, task: Task, element: str, family: HSVRange, n: int) -> dict[str, np.ndarray]:
+    """Uniform HSV in the family's App. C box (OpenCV units, integers), converted to RGB."""
+    hsv = np.empty((n, 3), np.float64)
+    for j, (key, (lo, hi)) in enumerate(zip(("hue", "sat", "val"), (family.hue, family.sat, family.val))):
+        hsv[:, j] = np.rint(_uniform(seed, task, f"{element}_{key}", n, lo, hi))
+    rgb = cv2.cvtColor(hsv.astype(np.uint8)[:, None, :], cv2.COLOR_HSV2RGB)[:, 0, :].astype(np.float64)
+    out = {f"{element}_{k}": hsv[:, j] for j, k in enumerate(("hue", "sat", "val"))}
+    out.update({f"{element}_{k}": rgb[:, j] for j, k in enumerate(("red", "green", "blue"))})
+    return out
+
+
+def _sample_a(seed, n, size, fine_factor, violate_coarse):
+    t = Task.A
+    h2 = _uniform(seed, t, "h2", n, *A_POLE_HEIGHT) * size
+    sun_height = np.clip(2.0 * h2, A_SUN_HEIGHT_CLIP[0] * size, A_SUN_HEIGHT_CLIP[1] * size)
+    h1 = sun_height - h2
+    far = _stream(seed, t, "far").random(n) < 0.5
+    side = np.where(_stream(seed, t, "side").random(n) < 0.5, -1.0, 1.0)
+    u = _stream(seed, t, "distance").random(n)
+    # Keep the shadow's end inside the frame when the shadow is lengthened (fine_factor > 1).
+    shrink = min(1.0, 1.0 / fine_factor)
+    lo = np.where(far, A_FAR[0], A_NEAR[0]) * size * shrink
+    hi = np.where(far, A_FAR[1], A_NEAR[1]) * size * shrink
+    l1 = lo + (hi - lo) * u
+    l2 = fine_factor * h2 * l1 / h1                                     # eq. (8)
+    pole_x, ground = A_POLE_X * size, A_GROUND_Y * size
+    shadow_side = side if violate_coarse else -side
+    def full(v):
+        return np.full(n, v)
+
+    p = {"h2": h2, "h1": h1, "l1": l1, "l2": l2, "sun_height": sun_height, "sun_x": pole_x + side * l1,
+         "sun_y": ground - sun_height, "sun_radius": full(A_SUN_RADIUS * size), "pole_x": full(pole_x),
+         "pole_top": ground - h2, "pole_width": full(A_POLE_WIDTH * size), "ground_y": full(ground),
+         "shadow_end": pole_x + shadow_side * l2, "shadow_thickness": full(A_SHADOW_THICKNESS * size)}
+    flags = {"sun_side": side, "shadow_side": shadow_side, "far": far.astype(np.float64)}
+    return p, flags
+
+
+def _sample_b(seed, n, size, fine_factor, violate_coarse):
+    t = Task.B
+    l1 = _uniform(seed, t, "l1", n, *B_L1)
+    h1 = _uniform(seed, t, "h1", n, *B_H1)
+    l2_lo = l1 + B_GAP
+    l2_hi = np.minimum(B_L2_MAX, l1 * h1 / B_H2_MIN)
+    l2 = l2_lo + (l2_hi - l2_lo) * _stream(seed, t, "l2").random(n)
+    h2 = fine_factor * l1 * h1 / l2                                     # l1 h1 = l2 h2 (App. C)
+    if violate_coarse:
+        h1, h2 = h2, h1
+    horizon = _uniform(seed, t, "horizon", n, *B_HORIZON)
+    p = {"l1": l1, "h1": h1, "l2": l2, "h2": h2, "left_width": np.full(n, B_WIDTH),
+         "right_width": np.full(n, B_WIDTH), "left_y": horizon, "right_y": horizon}
+    return {k: v * size for k, v in p.items()}, {}
+
+
+def _sample_c(seed, n, size, fine_factor, violate_coarse):
+    t = Task.C
+    factor = 1.0 if violate_coarse else fine_factor * TARGET_SLOPE[Task.C]
+    # Both circles must fit: 2 (r_large + r_small) + 2 margin <= 1.
+    hi = min(C_R_SMALL[1], (0.5 - MARGIN) / (1.0 + factor))
+    rs = _uniform(seed, t, "r_small", n, C_R_SMALL[0], hi)
+    rl = factor * rs
+    direction = _stream(seed, t, "direction").integers(0, 4, n)       # left, right, top, bottom
+    dx = np.array([-1.0, 1.0, 0.0, 0.0])[direction]
+    dy = np.array([0.0, 0.0, -1.0, 1.0])[direction]
+    # Large centre range along each axis so that both discs keep the margin.
+    ext_lo_x = np.maximum(rl, -dx * (rl + 2 * rs))
+    ext_hi_x = np.maximum(rl, dx * (rl + 2 * rs))
+    ext_lo_y = np.maximum(rl, -dy * (rl + 2 * rs))
+    ext_hi_y = np.maximum(rl, dy * (rl + 2 * rs))
+    ux, uy = _stream(seed, t, "x").random(n), _stream(seed, t, "y").random(n)
+    lx = MARGIN + ext_lo_x + ux * (1 - 2 * MARGIN - ext_lo_x - ext_hi_x)
+    ly = MARGIN + ext_lo_y + uy * (1 - 2 * MARGIN - ext_lo_y - ext_hi_y)
+    p = {"r_small": rs, "r_large": rl, "large_x": lx, "large_y": ly, "small_x": lx + dx * (rl + rs),
+         "small_y": ly + dy * (rl + rs), "gap": np.zeros(n)}
+    return {k: v * size for k, v in p.items()}, {"direction": direction.astype(np.float64)}
+
+
+def _sample_d(seed, n, size, fine_factor, violate_coarse):
+    t = Task.D
+    factor = 1.0 / 1.5 if violate_coarse else fine_factor * TARGET_SLOPE[Task.D]
+    room = 0.5 - 2 * MARGIN
+    hi = min(D_SIDE_TOP[1], room / max(factor, 1.0))
+    a = _uniform(seed, t, "side_top", n, D_SIDE_TOP[0], hi)
+    b = factor * a
+    tx = MARGIN + a / 2 + (1 - 2 * MARGIN - a) * _stream(seed, t, "top_x").random(n)
+    ty = MARGIN + a / 2 + (room - a) * _stream(seed, t, "top_y").random(n)
+    bx = MARGIN + b / 2 + (1 - 2 * MARGIN - b) * _stream(seed, t, "bottom_x").random(n)
+    by = 0.5 + MARGIN + b / 2 + (room - b) * _stream(seed, t, "bottom_y").random(n)
+    p = {"side_top": a, "side_bottom": b, "top_x": tx, "top_y": ty, "bottom_x": bx, "bottom_y": by}
+    return {k: v * size for k, v in p.items()}, {}
+
+
+_SAMPLERS = {Task.A: _sample_a, Task.B: _sample_b, Task.C: _sample_c, Task.D: _sample_d}
+
+
+def fine_xy(task, features) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) of the fine rule y = k x from features normalised by the image size (table above)."""
+    task = Task.parse(task)
+    f = features
+    if task is Task.A:
+        return f["l1"] * f["h2"], f["l2"] * f["h1"]
+    if task is Task.B:
+        return f["l1"] * f["h1"], f["l2"] * f["h2"]
+    if task is Task.C:
+        return f["r_small"], f["r_large"]
+    return f["side_top"], f["side_bottom"]
+
+
+def sample_params(task, n: int, size: int = 32, seed: int = 0, *, fine_factor: float = 1.0,
+                  violate_coarse: bool = False) -> dict[str, np.ndarray]:
+    """Ground-truth parameters of ``n`` images (see the module docstring for the ranges).
+
+    Lengths appear twice: ``"<key>_px"`` in pixels and ``"<key>"`` divided by ``size``. Colours are
+    ``"<element>_{hue,sat,val}"`` (OpenCV HSV) and ``"<element>_{red,green,blue}"`` (0-255).
+    ``"x"``, ``"y"``, ``"ratio"`` = y/x and ``"k"`` give the fine rule.
+    """
+    task = Task.parse(task)
+    n = check_int("n", n, 1)
+    size = check_int("size", size, 16, 512)
+    seed = check_int("seed", seed, 0)
+    fine_factor = check_real("fine_factor", fine_factor, *FINE_FACTOR_RANGE)
+    if not isinstance(violate_coarse, bool | np.bool_):
+        raise ValueError(f"violate_coarse must be a bool, got {violate_coarse!r}")
+    px, flags = _SAMPLERS[task](seed, n, size, fine_factor, bool(violate_coarse))
+    params: dict[str, np.ndarray] = {}
+    for key in LENGTHS[task]:
+        params[f"{key}_px"] = np.asarray(px[key], np.float64)
+        params[key] = params[f"{key}_px"] / size
+    params.update({k: np.asarray(v, np.float64) for k, v in flags.items()})
+    for element, family in ELEMENTS[task]:
+        params.update(_colours(seed, task, element, family, n))
+    x, y = fine_xy(task, params)
+    params["x"], params["y"], params["ratio"] = x, y, y / x
+    params["k"] = np.full(n, TARGET_SLOPE[task])
+    return params
+
+
+# ----------------------------------------------------------------------------------------------
+# Rendering: exact box-filtered coverage.
+
+DISC_SUBCOLUMNS = 16
+
+
+def _interval_coverage(lo: np.ndarray, hi: np.ndarray, size: int) -> np.ndarray:
+    """Length of [lo, hi] inside each pixel [j, j+1): shape (m, size)."""
+    j = np.arange(size, dtype=np.float64)
+    return np.clip(np.minimum(hi[:, None], j + 1) - np.maximum(lo[:, None], j), 0.0, 1.0)
+
+
+def rect_coverage(x0, x1, y0, y1, size: int) -> np.ndarray:
+    """Exact pixel coverage of axis-aligned rectangles [x0, x1] x [y0, y1]: (m, size, size)."""
+    cx = _interval_coverage(np.asarray(x0, float), np.asarray(x1, float), size)
+    cy = _interval_coverage(np.asarray(y0, float), np.asarray(y1, float), size)
+    return cy[:, :, None] * cx[:, None, :]
+
+
+def disc_coverage(cx, cy, r, size: int, subcolumns: int = DISC_SUBCOLUMNS) -> np.ndarray:
+    """Pixel coverage of discs: midpoint rule over ``subcolumns`` per pixel in x, exact in y."""
+    cx, cy, r = (np.asarray(v, float) for v in (cx, cy, r))
+    xs = (np.arange(size * subcolumns) + 0.5) / subcolumns
+    half = np.sqrt(np.clip(r[:, None] ** 2 - (xs[None, :] - cx[:, None]) ** 2, 0.0, None))  # (m, S*ss)
+    lo, hi = cy[:, None] - half, cy[:, None] + half
+    j = np.arange(size, dtype=np.float64)[None, :, None]
+    cov = np.clip(np.minimum(hi[:, None, :], j + 1) - np.maximum(lo[:, None, :], j), 0.0, 1.0)
+    return cov.reshape(len(cx), size, size, subcolumns).mean(axis=3)
+
+
+def _coverages(task: Task, p: dict[str, np.ndarray], sl: slice, size: int) -> list[tuple[str, np.ndarray]]:
+    """(element, coverage) of each element of images ``sl``, from the pixel parameters."""
+    g = {k[:-3]: v[sl] for k, v in p.items() if k.endswith("_px")}
+    if task is Task.A:
+        half = g["pole_width"] / 2
+        side = np.sign(g["shadow_end"] - g["pole_x"])
+        foot = g["pole_x"] + side * half
+        return [
+            ("sun", disc_coverage(g["sun_x"], g["sun_y"], g["sun_radius"], size)),
+            ("pole", rect_coverage(g["pole_x"] - half, g["pole_x"] + half, g["pole_top"], g["ground_y"],
+                                   size)),
+            ("shadow", rect_coverage(np.minimum(foot, g["shadow_end"]), np.maximum(foot, g["shadow_end"]),
+                                     g["ground_y"] - g["shadow_thickness"], g["ground_y"], size)),
+        ]
+    if task is Task.B:
+        out = []
+        for e, left, w, h, yc in (("left", "l1", "left_width", "h1", "left_y"),
+                                  ("right", "l2", "right_width", "h2", "right_y")):
+            out.append((e, rect_coverage(g[left], g[left] + g[w], g[yc] - g[h] / 2, g[yc] + g[h] / 2, size)))
+        return out
+    if task is Task.C:
+        return [(e, disc_coverage(g[f"{e}_x"], g[f"{e}_y"], g[f"r_{e}"], size)) for e in ("small", "large")]
+    out = []
+    for e in ("top", "bottom"):
+        h = g[f"side_{e}"] / 2
+        x, y = g[f"{e}_x"], g[f"{e}_y"]
+        out.append((e, rect_coverage(x - h, x + h, y - h, y + h, size)))
+    return out
+
+
+def render(task, params: dict[str, np.ndarray], size: int) -> np.ndarray:
+    """Images (uint8 [N, size, size, 3], RGB, white background) from ``params`` in pixels.
+
+    ``params`` needs the ``"<key>_px"`` geometry and the ``"<element>_{red,green,blue}"`` colours of
+    ``sample_params``; edit them to draw controlled variants (e.g. a broken rule).
+    """
+    task = Task.parse(task)
+    size = check_int("size", size, 16, 512)
+    need = [f"{k}_px" for k in LENGTHS[task]]
+    need += [f"{e}_{c}" for e, _ in ELEMENTS[task] for c in ("red", "green", "blue")]
+    missing = [k for k in need if k not in params]
+    if missing:
+        raise ValueError(f"params is missing {missing} for task {task.value}")
+    n = len(np.asarray(params[need[0]]))
+    arrays = {}
+    for k in need:
+        v = np.asarray(params[k], np.float64)
+        if v.shape != (n,) or not np.all(np.isfinite(v)):
+            raise ValueError(f"params[{k!r}] must be a finite float array of shape ({n},)")
+        arrays[k] = v
+    if n == 0:
+        raise ValueError("params must describe at least one image")
+    out = np.empty((n, size, size, 3), np.uint8)
+    chunk = max(1, 2_000_000 // (size * size * DISC_SUBCOLUMNS))
+    for start in range(0, n, chunk):
+        sl = slice(start, min(n, start + chunk))
+        ink = np.zeros((sl.stop - sl.start, size, size, 3))
+        for element, cov in _coverages(task, arrays, sl, size):
+            rgb = np.stack([arrays[f"{element}_{c}"][sl] for c in ("red", "green", "blue")], axis=1) / 255.0
+            ink += cov[..., None] * (1.0 - rgb)[:, None, None, :]
+        out[sl] = np.clip(np.rint(255.0 * (1.0 - ink)), 0, 255).astype(np.uint8)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TaskBatch:
+    """Images and ground truth of one task: ``images`` uint8 [N, H, W, 3] RGB, ``params`` float64[N]."""
+
+    images: np.ndarray
+    params: dict[str, np.ndarray]
+    task: Task
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.task = Task.parse(self.task)
+        imgs = np.asarray(self.images)
+        if imgs.ndim != 4 or imgs.shape[3] != 3 or imgs.shape[1] != imgs.shape[2] or imgs.dtype != np.uint8:
+            raise ValueError(f"images must be uint8 [N, S, S, 3], got {imgs.dtype} {imgs.shape}")
+        for k, v in self.params.items():
+            if np.shape(v) != (len(imgs),):
+                raise ValueError(f"params[{k!r}] must have shape ({len(imgs)},), got {np.shape(v)}")
+        self.images = imgs
+
+    @property
+    def size(self) -> int:
+        return int(self.images.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, idx) -> TaskBatch:
+        if isinstance(idx, int | np.integer):
+            idx = slice(int(idx), int(idx) + 1 if idx != -1 else None)
+        params = {k: v[idx] for k, v in self.params.items()}
+        return TaskBatch(self.images[idx], params, self.task, dict(self.meta))
+
+    @property
+    def x(self) -> np.ndarray:
+        return self.params["x"]
+
+    @property
+    def y(self) -> np.ndarray:
+        return self.params["y"]
+
+    def save_npz(self, path) -> None:
+        from empirics.io import save_npz
+
+        save_npz(self, path)
+
+    @classmethod
+    def load_npz(cls, path) -> TaskBatch:
+        from empirics.io import load_npz
+
+        return load_npz(path)
+
+    def save_png_folder(self, out_dir, overwrite: bool = False) -> None:
+        from empirics.io import save_png_folder
+
+        save_png_folder(self, out_dir, overwrite=overwrite)
+
+    @classmethod
+    def load_png_folder(cls, path) -> TaskBatch:
+        from empirics.io import load_png_folder
+
+        return load_png_folder(path)
+
+
+def generate(task, n: int, size: int = 32, seed: int = 0, *, fine_factor: float = 1.0,
+             violate_coarse: bool = False) -> TaskBatch:
+    """``n`` images of ``task`` (App. C) at ``size`` x ``size`` px with their ground truth.
+
+    Reproducible: the same (task, size, seed) gives the same images, and image i does not depend
+    on ``n``. ``fine_factor`` (in [0.5, 1.5]) scales y so that y/x = fine_factor * k;
+    ``violate_coarse`` breaks the coarse rule (negative controls, module docstring).
+    """
+    params = sample_params(task, n, size, seed, fine_factor=fine_factor, violate_coarse=violate_coarse)
+    task = Task.parse(task)
+    meta = {"task": task.value, "size": size, "seed": seed, "fine_factor": float(fine_factor),
+            "violate_coarse": bool(violate_coarse)}
+    return TaskBatch(render(task, params, size), params, task, meta)
+
+
+def degrade(images: np.ndarray, blur_sigma: float = 0.5, jpeg_quality: int | None = 75) -> np.ndarray:
+    """Gaussian blur (sigma in px; 0 = none) then JPEG re-encoding (OpenCV, 4:2:0), uint8 RGB in and out.
+
+    Stand-in for the blur and compression artefacts of generated samples (robustness checks).
+    """
+    imgs = np.asarray(images)
+    if imgs.ndim != 4 or imgs.shape[3] != 3 or imgs.dtype != np.uint8:
+        raise ValueError(f"images must be uint8 [N, H, W, 3], got {imgs.dtype} {imgs.shape}")
+    blur_sigma = check_real("blur_sigma", blur_sigma, 0.0, 10.0)
+    if jpeg_quality is not None:
+        jpeg_quality = check_int("jpeg_quality", jpeg_quality, 1, 100)
+    out = np.empty_like(imgs)
+    for i, img in enumerate(imgs):
+        if blur_sigma > 0:
+            img = cv2.GaussianBlur(img, (0, 0), sigmaX=blur_sigma, sigmaY=blur_sigma)
+        if jpeg_quality is not None:
+            ok, buf = cv2.imencode(".jpg", img[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
+            if not ok:  # pragma: no cover - OpenCV failure
+                raise RuntimeError("JPEG encoding failed")
+            img = cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1]
+        out[i] = img
+    return out

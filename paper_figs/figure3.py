@@ -1,0 +1,115 @@
+"""Figure 3: the rule evaluator on each task's synthetic training data.
+
+For Tasks A-D the training sets of Section 3.2 (4000, 2000, 2000, 2000 images at 32 px) are
+generated (App. C), measured by the evaluator (Fig. 2 pipeline, ``empirics.evaluate``) and each
+panel shows y against x for the images within the [2.5 %, 97.5 %] ratio percentiles, the
+estimation line y = b1 x + b0 (trimmed OLS), the ground-truth line y = k x, R^2 and Error (eq. (4)).
+``--degrade`` repeats it on blurred + JPEG-compressed copies (robustness of the evaluator).
+
+Writes ``figure3.png``, ``figure3.pdf`` and ``figure3.json`` (every summary, the feature errors
+against the ground truth in pixels, the settings). Run: ``python -m paper_figs.figure3`` or
+``hidden-rules figure3``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+from empirics.evaluate import evaluate
+from empirics.metrics import feature_errors, trimmed_fit
+from empirics.tasks import TARGET_SLOPE, TRAIN_SIZES, Task, degrade, generate
+from paper_figs._io import prepare_outputs, save_figure, write_json
+
+RULE_FEATURES = {Task.A: ("l1", "h1", "h2", "l2"), Task.B: ("l1", "h1", "l2", "h2"),
+                 Task.C: ("r_small", "r_large"), Task.D: ("side_top", "side_bottom")}
+AXIS_LABELS = {Task.A: ("$l_1 h_2$", "$l_2 h_1$"), Task.B: ("$l_1 h_1$", "$l_2 h_2$"),
+               Task.C: ("$r_{small}$", "$r_{large}$"), Task.D: ("$side_{top}$", "$side_{bottom}$")}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="paper_figs/out", help="output folder (default: paper_figs/out)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--tasks", nargs="+", default=["A", "B", "C", "D"], choices=["A", "B", "C", "D"])
+    p.add_argument("--n", type=int, default=None,
+                   help="images per task (default: Section 3.2's 4000/2000/2000/2000)")
+    p.add_argument("--size", type=int, default=32, help="image size in px (default 32)")
+    p.add_argument("--seed", type=int, default=0, help="data seed")
+    p.add_argument("--trim", type=float, nargs=2, default=(2.5, 97.5), metavar=("LO", "HI"))
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates for the CIs")
+    p.add_argument("--degrade", action="store_true", help="evaluate blurred (sigma 0.5 px) + JPEG q75 copies")
+    p.add_argument("--workers", type=int, default=2)
+
+
+def _panel(ax, task: Task, x, y, valid, summary):
+    k = TARGET_SLOPE[task]
+    xv, yv = x[valid], y[valid]
+    fit = trimmed_fit(xv, yv, summary["trim"])
+    ax.scatter(xv[~fit.kept], yv[~fit.kept], s=4, color="#bbbbbb", label="trimmed")
+    ax.scatter(xv[fit.kept], yv[fit.kept], s=4, color="#4c72b0", alpha=0.6, label="kept")
+    grid = np.linspace(xv.min(), xv.max(), 2)
+    ax.plot(grid, k * grid, color="#c44e52", lw=2, label=f"ground truth y = {k:.3g} x")
+    ax.plot(grid, fit.beta1 * grid + fit.beta0, "--", color="black", lw=1.2,
+            label=f"estimation y = {fit.beta1:.3f} x {fit.beta0:+.4f}")
+    ax.set_title(f"Task {task.value}: $R^2$ = {summary['r2']:.4f}, Error = {summary['error']:.4f}",
+                 fontsize=9)
+    xl, yl = AXIS_LABELS[task]
+    ax.set_xlabel(xl)
+    ax.set_ylabel(yl)
+    ax.legend(fontsize=6, loc="upper left")
+    ax.tick_params(labelsize=7)
+
+
+def run(args) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = [Task.parse(t) for t in args.tasks]
+    png, pdf, js = prepare_outputs(args.out, ["figure3.png", "figure3.pdf", "figure3.json"], args.overwrite)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.4 * len(tasks), 3.3), squeeze=False)
+    degradation = {"blur_sigma_px": 0.5, "jpeg_quality": 75} if args.degrade else None
+    record = {"figure": "Figure 3", "size": args.size, "seed": args.seed, "degraded": args.degrade,
+              "degradation": degradation, "tasks": {}}
+    t_start = time.perf_counter()
+    for j, task in enumerate(tasks):
+        n = TRAIN_SIZES[task] if args.n is None else args.n
+        batch = generate(task, n, args.size, args.seed)
+        images = degrade(batch.images) if args.degrade else batch.images
+        t0 = time.perf_counter()
+        ev = evaluate(images, task, workers=args.workers)
+        seconds = time.perf_counter() - t0
+        summary = ev.summary(trim=tuple(args.trim), n_boot=args.n_boot, seed=args.seed)
+        errors = feature_errors(ev.features, batch.params, RULE_FEATURES[task], args.size, ev.valid)
+        record["tasks"][task.value] = {"n": n, "evaluate_seconds": seconds, "summary": summary,
+                                       "feature_errors_px": errors}
+        if summary["r2"] is not None:
+            _panel(axes[0][j], task, ev.x, ev.y, ev.valid, summary)
+        print(f"Task {task.value}: n={n} valid={summary['valid_fraction']:.4f} R^2={summary['r2']} "
+              f"b1={summary['beta1']} Error={summary['error']} "
+              f"coarse violations={summary['coarse_violations']} feature error median/p95 = "
+              f"{errors['all']['median_px']}/{errors['all']['p95_px']} px")
+    title = "Figure 3: evaluator on synthetic training data"
+    fig.suptitle(title + (" (blur 0.5 px + JPEG q75)" if args.degrade else ""), fontsize=11)
+    fig.tight_layout()
+    save_figure(fig, png)
+    save_figure(fig, pdf)
+    plt.close(fig)
+    record["seconds_total"] = time.perf_counter() - t_start
+    write_json(js, record)
+    print(f"wrote {png}, {pdf}, {js}")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m paper_figs.figure3", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
