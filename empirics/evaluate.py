@@ -238,37 +238,43 @@ class _Element:
 
 
 def _disc_fit(cov, weight, xs, ys, p0, iters: int = 40):
-    """Levenberg-Marquardt fit of an edge-blurred disc Phi((r - rho) / s) to coverage windows.
+    """Levenberg-Marquardt fit of an edge-blurred disc amp * Phi((r - rho) / s) to coverage windows.
 
     cov, weight: (m, W, W); xs, ys: (m, W) pixel-centre coordinates of the window columns / rows;
-    p0: (m, 4) initial (cx, cy, r, s). Returns (m, 4) parameters and bool[m] convergence.
+    p0: (m, 4) initial (cx, cy, r, s) with amp = 1 fixed, or (m, 5) with a free amp. Returns the
+    parameters and bool[m] convergence.
     """
-    m = cov.shape[0]
+    m, k = p0.shape
     p = p0.astype(np.float64).copy()
     lam = np.full(m, 1e-2)
     X, Y = xs[:, None, :], ys[:, :, None]
-    eye = np.eye(4)
+    eye = np.eye(k)
+
+    def amp(q):
+        return q[:, 4, None, None] if k == 5 else 1.0
 
     def residuals(q):
         dxx, dyy = X - q[:, 0, None, None], Y - q[:, 1, None, None]
         rho = np.sqrt(dxx * dxx + dyy * dyy) + 1e-9
         z = (q[:, 2, None, None] - rho) / q[:, 3, None, None]
-        return weight * (ndtr(z) - cov), dxx, dyy, rho, z
+        return weight * (amp(q) * ndtr(z) - cov), dxx, dyy, rho, z
 
     res, dxx, dyy, rho, z = residuals(p)
     cost = np.einsum("nij,nij->n", res, res)
     for _ in range(iters):
-        s = p[:, 3, None, None]
-        phi = weight * np.exp(-0.5 * z * z) / (math.sqrt(2 * math.pi) * s)
-        J = np.stack([phi * dxx / rho, phi * dyy / rho, phi, -phi * z], axis=-1).reshape(m, -1, 4)
-        g = np.einsum("npk,np->nk", J, res.reshape(m, -1))
-        H = np.einsum("npk,npl->nkl", J, J)
+        phi = weight * amp(p) * np.exp(-0.5 * z * z) / (math.sqrt(2 * math.pi) * p[:, 3, None, None])
+        cols = [phi * dxx / rho, phi * dyy / rho, phi, -phi * z] + ([weight * ndtr(z)] if k == 5 else [])
+        Jt = np.stack(cols, axis=1).reshape(m, k, -1)                       # (m, k, P)
+        g = np.matmul(Jt, res.reshape(m, -1, 1))[..., 0]
+        H = np.matmul(Jt, Jt.transpose(0, 2, 1))
         diag = np.einsum("nkk->nk", H) + 1e-12
         damped = H + lam[:, None, None] * np.einsum("nk,kl->nkl", diag, eye)
         step = -np.linalg.solve(damped, g[..., None])[..., 0]
         q = p + step
         q[:, 2] = np.maximum(q[:, 2], 0.3)
         q[:, 3] = np.clip(q[:, 3], 0.15, 3.0)
+        if k == 5:
+            q[:, 4] = np.clip(q[:, 4], 0.5, 2.0)
         res_q, dxx_q, dyy_q, rho_q, z_q = residuals(q)
         cost_q = np.einsum("nij,nij->n", res_q, res_q)
         better = cost_q < cost
@@ -285,7 +291,8 @@ def _disc_fit(cov, weight, xs, ys, p0, iters: int = 40):
     return p, converged
 
 
-def _measure(cov: np.ndarray, shape: str, region: np.ndarray, radius: int) -> _Element:
+def _measure(cov: np.ndarray, shape: str, region: np.ndarray, radius: int,
+             refine_level: bool = False) -> _Element:
     """Sub-pixel measurements of one element from its coverage map (n, S, S)."""
     n, S, _ = cov.shape
     pos = np.arange(S) + 0.5
@@ -309,6 +316,13 @@ def _measure(cov: np.ndarray, shape: str, region: np.ndarray, radius: int) -> _E
     else:
         r = np.sqrt(np.maximum(mass, 0) / np.pi)
         cut = touches.any(1) & (mass > 0)
+        whole = ~cut & (mass > 0)
+        if refine_level and whole.any():
+            # The area gives the radius only as well as the element's ink level is known (JPEG
+            # leaves the level of a small, low-luma disc uncertain by a few %): fit the level.
+            level, ok = _disc_level(cov[whole], region[whole], cx[whole], cy[whole], r[whole])
+            r = r.copy()
+            r[whole] = np.where(ok, np.sqrt(np.maximum(mass[whole], 0) / (np.pi * level)), r[whole])
         if cut.any():
             fcx, fcy, fr, ok = _fit_cut_discs(cov[cut], region[cut], touches[cut], cx[cut], cy[cut], radius)
             cx, cy, r = cx.copy(), cy.copy(), r.copy()
@@ -316,6 +330,24 @@ def _measure(cov: np.ndarray, shape: str, region: np.ndarray, radius: int) -> _E
             fit_failed[np.flatnonzero(cut)[~ok]] = True
         dx = dy = 2 * r
     return _Element(mass, cx, cy, dx, dy, r, touches, fit_failed, rows, cov)
+
+
+def _disc_level(cov, region, cx, cy, r0, iters: int = 8):
+    """Level (amplitude) of whole discs by a fit of amp * Phi((r - |p - c|) / s) on a window.
+
+    Levenberg-Marquardt over (cx, cy, r, s, amp) started from the moments; returns (amp, converged).
+    """
+    m, S, _ = cov.shape
+    W = int(min(S, 2 * math.ceil(np.nanmax(r0) + 3)))
+    oy = np.clip(np.round(cy - W / 2).astype(int), 0, S - W)
+    ox = np.clip(np.round(cx - W / 2).astype(int), 0, S - W)
+    ar = np.arange(W)
+    n_idx = np.arange(m)[:, None, None]
+    ri, ci = (oy[:, None] + ar)[:, :, None], (ox[:, None] + ar)[:, None, :]
+    p0 = np.stack([cx, cy, r0, np.full(m, 0.45), np.ones(m)], axis=1)
+    p, ok = _disc_fit(cov[n_idx, ri, ci].astype(np.float64), region[n_idx, ri, ci].astype(np.float64),
+                      ox[:, None] + ar + 0.5, oy[:, None] + ar + 0.5, p0, iters)
+    return p[:, 4], ok
 
 
 def _fit_cut_discs(cov, region, touches, cx, cy, radius):
@@ -641,7 +673,7 @@ def _evaluate_chunk(rgb: np.ndarray, task: Task, tol: dict, restore: int = 0) ->
     n_stray = stray.sum((1, 2))
     for i in np.flatnonzero(~blank & (n_stray >= min_px)):
         reasons[i].append("unexpected colour (unrecognised object)")
-    elems = [_measure(cov[f], slot.shape, final[groups.index(slot.group)], radius)
+    elems = [_measure(cov[f], slot.shape, final[groups.index(slot.group)], radius, task is Task.C)
              for f, slot in enumerate(slots)]
     feats, geo_bad = _features(task, elems, S, slots)
     for i in range(n):
