@@ -14,16 +14,19 @@
    coloured object, an element cut by the border whose extent is needed, or impossible geometry.
 3. Keypoints and features (step 3), sub-pixel. Each element's ink (white - colour) has the
    direction of the ink summed over its neighbourhood (blur and JPEG chroma subsampling move chroma
-   to neighbouring pixels but keep such sums) and the level of its most inked pixels' luma (JPEG
-   keeps luma at full resolution). Its coverage (0..1 per pixel, soft) is the pixel's luma ink over
-   that level, shared between touching elements by least-squares unmixing of the colours (or by the
-   nearest colour mask when the two inks are nearly parallel). Coverage is linear in the pixel
-   values, so areas, centroids and row/column sums are unchanged by blur, and scale errors cancel
-   in ratios. Rectangles: the extent across the long axis is the plateau of the coverage profile
-   along it, the other extent is area / that; circles: centre = centroid, radius = sqrt(area / pi)
-   (Task C: with the level refined by a fit of amp * Phi((r - rho) / s)); a circle cut by the image
-   border (a far sun) is fitted from its visible part (Levenberg-Marquardt on centre, radius and
-   edge width), so it is measured correctly. Features are divided by the image size (Section 3.2).
+   to neighbouring pixels but keep such sums) and the level of its interior (fully covered) pixels.
+   Its coverage (0..1 per pixel, soft) is, where the pixels are exact mixes of the element colours
+   and white (rendered or only blurred images), the least-squares unmixing of the pixel's ink into
+   the colours of its group (touching elements jointly); otherwise (JPEG, colour noise) the pixel's
+   luma ink over the element's luma level (JPEG keeps luma at full resolution), shared between
+   touching elements by their colours (or by the nearest colour mask when the two inks are nearly
+   parallel). Coverage is linear in the pixel values, so areas, centroids and row/column sums are
+   unchanged by blur, and scale errors cancel in ratios. Rectangles: the extent across the long
+   axis is the plateau of the coverage profile along it, the other extent is area / that; circles:
+   centre = centroid, radius = sqrt(area / pi) (Task C, blurred edges: with the level refined by a
+   fit of amp * Phi((r - rho) / s)); a circle cut by the image border (a far sun) is fitted from its
+   visible part (Levenberg-Marquardt on centre, radius and edge width), so it is measured
+   correctly. Features are divided by the image size (Section 3.2).
 
 Generated samples are blurrier than the training images: images that fail for a reason a washed-out
 colour can cause (a missing element, an extra component, an unrecognised colour) are measured again
