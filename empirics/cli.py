@@ -192,7 +192,7 @@ def run_eval(args) -> int:
     print(f"task {task.value}: {len(rows)} images evaluated, {n_valid} valid, "
           f"{len(image_set.skipped)} skipped ({summary['seconds']:.1f} s)")
     if summary.get("r2") is not None:
-        print(f"fit y = {summary['beta1']:.4f} x + {summary['beta0']:.4f} (k = {summary['k']:.4f}), "
+        print(f"fit y = {summary['beta1']:.4f} x {summary['beta0']:+.4f} (k = {summary['k']:.4f}), "
               f"R^2 = {summary['r2']:.4f}, Error = {summary['error']:.4f}, "
               f"coarse violations = {summary['coarse_violations']}")
     print(f"wrote {jsonl_path}, {csv_path}, {summary_path}")
