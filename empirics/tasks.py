@@ -311,16 +311,30 @@ def _interval_coverage(lo: np.ndarray, hi: np.ndarray, size: int) -> np.ndarray:
     return np.clip(np.minimum(hi[:, None], j + 1) - np.maximum(lo[:, None], j), 0.0, 1.0)
 
 
+def _geometry(names, values, size):
+    size = check_int("size", size, 1, 4096)
+    arrays = [np.atleast_1d(np.asarray(v, float)) for v in values]
+    for name, a in zip(names, arrays):
+        if a.ndim != 1 or a.shape != arrays[0].shape or not np.all(np.isfinite(a)):
+            raise ValueError(f"{name} must be a finite 1-D array shaped like the other coordinates, "
+                             f"got shape {a.shape}")
+    return arrays, size
+
+
 def rect_coverage(x0, x1, y0, y1, size: int) -> np.ndarray:
     """Exact pixel coverage of axis-aligned rectangles [x0, x1] x [y0, y1]: (m, size, size)."""
-    cx = _interval_coverage(np.asarray(x0, float), np.asarray(x1, float), size)
-    cy = _interval_coverage(np.asarray(y0, float), np.asarray(y1, float), size)
+    (x0, x1, y0, y1), size = _geometry(("x0", "x1", "y0", "y1"), (x0, x1, y0, y1), size)
+    cx = _interval_coverage(x0, x1, size)
+    cy = _interval_coverage(y0, y1, size)
     return cy[:, :, None] * cx[:, None, :]
 
 
 def disc_coverage(cx, cy, r, size: int, subcolumns: int = DISC_SUBCOLUMNS) -> np.ndarray:
     """Pixel coverage of discs: midpoint rule over ``subcolumns`` per pixel in x, exact in y."""
-    cx, cy, r = (np.asarray(v, float) for v in (cx, cy, r))
+    (cx, cy, r), size = _geometry(("cx", "cy", "r"), (cx, cy, r), size)
+    subcolumns = check_int("subcolumns", subcolumns, 1, 256)
+    if np.any(r < 0):
+        raise ValueError("r must be >= 0")
     xs = (np.arange(size * subcolumns) + 0.5) / subcolumns
     half = np.sqrt(np.clip(r[:, None] ** 2 - (xs[None, :] - cx[:, None]) ** 2, 0.0, None))  # (m, S*ss)
     lo, hi = cy[:, None] - half, cy[:, None] + half

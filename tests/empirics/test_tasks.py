@@ -179,3 +179,14 @@ def test_degrade_blurs_and_compresses():
     d = degrade(b.images, blur_sigma=0.5, jpeg_quality=75)
     assert d.shape == b.images.shape and d.dtype == np.uint8 and not np.array_equal(d, b.images)
     np.testing.assert_array_equal(degrade(b.images, blur_sigma=0, jpeg_quality=None), b.images)
+
+
+def test_coverage_validation():
+    with pytest.raises(ValueError, match="x1"):
+        rect_coverage([1.0], [np.nan], [1.0], [2.0], 8)
+    with pytest.raises(ValueError, match="size"):
+        rect_coverage([1.0], [2.0], [1.0], [2.0], 0)
+    with pytest.raises(ValueError, match="r must be"):
+        disc_coverage([4.0], [4.0], [-1.0], 8)
+    with pytest.raises(ValueError, match="cy"):
+        disc_coverage([4.0, 5.0], [4.0], [1.0, 1.0], 8)
