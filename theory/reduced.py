@@ -1,0 +1,262 @@
+"""Exact full-batch gradient descent on the population loss (eq. (2)) in reduced coordinates.
+
+The population loss of eq. (1) depends on a patch's weights W (m x d) only through G = W W^T and
+gamma = W f (``theory.population``), so dL/dW = 2 S W + (dL/dgamma) f^T with S symmetric: every GD step
+stays in span(rows of W(0), f), of dimension k <= m + 1 (patches p >= 3 have no feature: span(W(0))).
+With an orthonormal basis B (k x d) of that span whose first row is f, W = A B with A (m x k) and
+
+    W_{k+1} = W_k - lr dL/dW   <=>   A_{k+1} = A_k - lr (2 S A_k + (dL/dgamma) e_1^T),
+
+exactly, since B B^T = I and G = A A^T, gamma = A e_1. App. F runs GD on the Monte Carlo loss in d = 100
+dimensions; this is its population (n, n_eps -> infinity) counterpart, the object of Thm 4.4/4.5, run in
+k = 21 coordinates per patch for d = 100, m = 20 and mapped back to d dimensions at the end. The gradient
+is the hand-written one of ``theory.population`` (no autograd in the loop); all configurations advance in
+lock step (all polynomial activations in one batch, ReLU in another).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ._checks import DTYPE, check_choice, check_int, check_real, resolve_device
+from .data import MultiPatchData
+from .network import get_activation
+from .population import ZETA_ORDER, PopulationObjective, _check_order, _check_schedule, gram_and_projections
+
+
+@dataclass(frozen=True)
+class SpanBasis:
+    """Orthonormal bases ``basis`` (C, P, k, d) of span(W0 rows, f) per config and patch (zero rows pad
+    rank deficits; row 0 is f on the two rule patches) and coordinates ``coords`` (C, P, m, k), W0 = A0 B."""
+
+    basis: torch.Tensor
+    coords: torch.Tensor
+
+    def to_full(self, A: torch.Tensor) -> torch.Tensor:
+        """Weights in d dimensions: W = A B."""
+        return A @ self.basis
+
+
+def span_basis(W0, data: MultiPatchData, rtol: float = 1e-13) -> SpanBasis:
+    """Reduced coordinates of ``W0`` (C, P, m, d): k = m + 1 basis rows per patch (see the module docstring).
+
+    Directions of W0 orthogonal to f with singular value below ``rtol`` times the largest are dropped (the
+    rank is then deficient and zero rows pad the basis); W0 = A0 B is checked to 1e-10 relative.
+    """
+    if not isinstance(data, MultiPatchData):
+        raise ValueError(f"data must be a MultiPatchData, got {type(data).__name__}")
+    rtol = check_real("rtol", rtol, positive=True)
+    W0 = torch.as_tensor(W0)
+    if W0.dtype != DTYPE:
+        raise ValueError(f"W0 must be float64, got {W0.dtype}")
+    if W0.ndim != 4 or W0.shape[1] != data.n_patches or W0.shape[3] != data.d:
+        raise ValueError(f"W0 must have shape (C, {data.n_patches}, m, {data.d}), got {tuple(W0.shape)}")
+    C, P, m, d = W0.shape
+    feats = torch.as_tensor(data.features, dtype=DTYPE, device=W0.device)
+    B = torch.zeros((C, P, m + 1, d), dtype=DTYPE, device=W0.device)
+    for c in range(C):
+        for p in range(P):
+            W, rows = W0[c, p], []
+            if p < 2:
+                rows.append(feats[p][None])
+                W = W - (W @ feats[p])[:, None] * feats[p][None]
+            if bool((W != 0).any()):
+                _, S, Vh = torch.linalg.svd(W, full_matrices=False)
+                rows.append(Vh[S > rtol * S.max()])
+            if rows:
+                Q = torch.cat(rows, 0)[: m + 1]
+                B[c, p, : Q.shape[0]] = Q
+    A0 = W0 @ B.transpose(-1, -2)
+    scale = float(W0.abs().max()) if W0.numel() else 0.0
+    err = float((A0 @ B - W0).abs().max()) if W0.numel() else 0.0
+    if err > 1e-10 * max(scale, 1e-300):
+        raise ValueError(f"W0 is not represented in its span basis (error {err:.2e}): lower rtol")
+    return SpanBasis(B, A0)
+
+
+class ExactTrainingDiverged(RuntimeError):
+    """GD on the exact loss produced a non-finite or exploding loss.
+
+    ``config``: index of the first diverging configuration; ``step``: its epoch; ``weights``: the last
+    weights (C, P, m, d) of all configurations whose losses were all finite; ``history``: the log so far.
+    """
+
+    def __init__(self, message: str, config: int, step: int, weights: torch.Tensor, history: dict):
+        super().__init__(message)
+        self.config, self.step, self.weights, self.history = config, step, weights, history
+
+
+@dataclass
+class ExactGDResult:
+    """``weights`` (C, P, m, d) after the last epoch; ``history``: ``epoch`` (list), ``loss`` and
+    ``grad_norm`` (float64 tensors (C, n_logged), NaN after a frozen divergence); ``seconds`` of wall time;
+    ``diverged`` {config: epoch} of configurations frozen by ``on_divergence="freeze"``."""
+
+    weights: torch.Tensor
+    history: dict
+    seconds: float
+    diverged: dict = field(default_factory=dict)
+
+
+def _per_config(name: str, value, C: int, parse) -> list:
+    if isinstance(value, str) or not hasattr(value, "__len__"):
+        return [parse(value)] * C
+    vals = [parse(v) for v in value]
+    if len(vals) not in (1, C):
+        raise ValueError(f"{name} must be one value or a sequence of {C} values, got {len(vals)}")
+    return vals * C if len(vals) == 1 else vals
+
+
+def _pack(history: dict) -> dict:
+    out = {"epoch": list(history["epoch"])}
+    for key in ("loss", "grad_norm"):
+        out[key] = torch.stack(history[key], 1).cpu() if history[key] else torch.zeros((0, 0), dtype=DTYPE)
+    return out
+
+
+class _Threads:
+    """Temporarily set torch's intra-op threads (the tensors are small: 1 thread avoids sync overhead)."""
+
+    def __init__(self, n):
+        self.n, self.old = n, None
+
+    def __enter__(self):
+        if self.n is not None:
+            self.old = torch.get_num_threads()
+            torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        if self.old is not None:
+            torch.set_num_threads(self.old)
+
+
+def exact_gradient_descent(W0, activation, data: MultiPatchData, alphas, betas, target, lr,
+                           epochs: int = 5000, *, log_every: int = 10, progress: bool = False,
+                           on_divergence: str = "raise", reduced: bool = True, device="auto",
+                           zeta_order: int = ZETA_ORDER, num_threads: int | None = 1) -> ExactGDResult:
+    """Full-batch GD (App. F) on the exact population loss of eq. (2) for C configurations in lock step.
+
+    ``W0``: initial weights (C, P, m, d), or (P, m, d) shared by all configs. ``activation``, ``target``
+    ("paper"/"score") and ``lr``: one value or one per config. ``alphas``, ``betas``: the schedule per config
+    (e.g. ``ou_schedule(t)``); C is W0's leading size, or their length when W0 is 3-D. ``epochs`` updates are
+    made; the loss and gradient norm of W_k are logged at k % log_every == 0 and at k = epochs, as in
+    ``theory.train``. ``reduced=False`` runs the same GD on the d-dimensional weights (a reference for tests).
+    ``num_threads``: torch threads during the loop (restored after; None leaves them alone).
+
+    Divergence (a non-finite loss or gradient, or a loss above 1e6 (1 + |initial loss|), the rule of
+    ``theory.train``): ``on_divergence="raise"`` raises ``ExactTrainingDiverged`` naming the first such config
+    and its epoch, carrying the last weights at which every loss was finite; ``"freeze"`` keeps that config
+    at its last finite weights, records it in ``result.diverged`` and continues with the others.
+    """
+    if not isinstance(data, MultiPatchData):
+        raise ValueError(f"data must be a MultiPatchData, got {type(data).__name__}")
+    dev = resolve_device(device)
+    if not isinstance(W0, torch.Tensor):
+        try:
+            W0 = torch.as_tensor(np.asarray(W0, dtype=np.float64))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"W0 must be a real array (C, P, m, d), got {type(W0).__name__}") from exc
+    W0 = W0.detach().to(dev, DTYPE)
+    P, d = data.n_patches, data.d
+    if W0.ndim not in (3, 4) or W0.shape[-3] != P or W0.shape[-1] != d:
+        raise ValueError(f"W0 must have shape (C, {P}, m, {d}) or ({P}, m, {d}), got {tuple(W0.shape)}")
+    if not bool(torch.isfinite(W0).all()):
+        raise ValueError("W0 contains NaN or infinite values")
+    if W0.ndim == 3:
+        a = alphas.detach().cpu() if isinstance(alphas, torch.Tensor) else alphas
+        n = np.atleast_1d(np.asarray(a)).size
+        W0 = W0.expand(n, -1, -1, -1).clone()
+    C = W0.shape[0]
+    alphas, betas, targets = _check_schedule(alphas, betas, target, C)
+    acts = _per_config("activation", activation, C, get_activation)
+    lrs = torch.tensor(_per_config("lr", lr, C, lambda v: check_real("lr", v, positive=True)), dtype=DTYPE,
+                       device=dev)
+    epochs = check_int("epochs", epochs, minimum=0)
+    log_every = check_int("log_every", log_every)
+    check_choice("on_divergence", on_divergence, ("raise", "freeze"))
+    zeta_order = _check_order(zeta_order)
+    if num_threads is not None:
+        num_threads = check_int("num_threads", num_threads)
+
+    with _Threads(num_threads), torch.no_grad():
+        t0 = time.perf_counter()
+        objective = PopulationObjective(acts, data, alphas, betas, targets, dev, zeta_order)
+        feats = torch.as_tensor(data.features, dtype=DTYPE, device=dev)
+        span = span_basis(W0, data) if reduced else None
+        X = span.coords.clone() if reduced else W0.clone()
+
+        def loss_and_grad(X):
+            if reduced:  # row 0 of a rule patch's basis is its feature: gamma = A e_1
+                L, S, g_gamma = objective.value_and_grad(X @ X.transpose(-1, -2), X[:, :2, :, 0])
+                grad = 2 * S @ X
+                grad[:, :2, :, 0] += g_gamma
+            else:
+                L, S, g_gamma = objective.value_and_grad(*gram_and_projections(X, data))
+                grad = 2 * S @ X
+                grad[:, :2] += g_gamma[..., None] * feats[None, :, None, :]
+            return L, grad
+
+        def full(A):
+            return span.to_full(A) if reduced else A
+
+        history = {"epoch": [], "loss": [], "grad_norm": []}
+        active = torch.ones(C, dtype=torch.bool, device=dev)
+        diverged: dict[int, int] = {}
+        first, prev = None, X.clone()
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=epochs, desc=f"exact GD ({C} configs)", leave=False)
+        for k in range(epochs + 1):
+            L, grad = loss_and_grad(X)
+            first = L.clone() if first is None else first
+            finite_grad = torch.isfinite(grad).flatten(1).all(1)
+            bad = active & (~torch.isfinite(L) | (L.abs() > 1e6 * (1 + first.abs())) | ~finite_grad)
+            if bool(bad.any()):
+                i = int(bad.nonzero()[0])
+                if on_divergence == "raise":
+                    if bar is not None:
+                        bar.close()
+                    raise ExactTrainingDiverged(
+                        f"exact GD diverged for config {i} ({acts[i].name}, alpha={alphas[i]:.4g}, "
+                        f"beta={betas[i]:.4g}, target={targets[i].value}, lr={float(lrs[i]):g}) "
+                        f"at epoch {k}: "
+                        f"loss={float(L[i]):.4g} (initial {float(first[i]):.4g}); lower lr or the init scale",
+                        i, k, full(prev), _pack(history))
+                for j in bad.nonzero().flatten().tolist():
+                    diverged[j] = k
+                X[bad] = prev[bad]
+                active &= ~bad
+            if k % log_every == 0 or k == epochs:
+                history["epoch"].append(k)
+                history["loss"].append(torch.where(active, L, torch.nan))
+                history["grad_norm"].append(torch.where(active, grad.flatten(1).norm(dim=1), torch.nan))
+            if k < epochs:
+                prev = X.clone()
+                live = active[:, None, None, None]
+                X = X - (lrs[:, None, None, None] * live) * torch.where(live, grad, 0.0)
+                if bar is not None:
+                    bar.update(1)
+        if bar is not None:
+            bar.close()
+        return ExactGDResult(full(X), _pack(history), time.perf_counter() - t0, diverged)
+
+
+def stationarity(W, activation, data: MultiPatchData, alpha, beta, target="paper") -> float:
+    """||dL/dW|| of the exact loss at W (P, m, d) in d dimensions: what GD drives to zero."""
+    from .population import population_loss
+
+    W = torch.as_tensor(W, dtype=DTYPE).detach().clone().requires_grad_(True)
+    if W.ndim != 3:
+        raise ValueError(f"W must have shape (P, m, d), got {tuple(W.shape)}")
+    (g,) = torch.autograd.grad(population_loss(W[None], activation, data, [alpha], [beta], target).sum(), W)
+    return float(g.norm())
+
+
+__all__ = ["exact_gradient_descent", "ExactGDResult", "ExactTrainingDiverged", "SpanBasis", "span_basis",
+           "stationarity"]
