@@ -277,23 +277,15 @@ class _PolyEvaluator:
         self.n_i = n_i
         self.p_pow = torch.tensor([p for p, _ in self.monos], dtype=DTYPE, device=device)
         self.q_pow = torch.tensor([q for _, q in self.monos], dtype=DTYPE, device=device)
-        self.p_max, self.q_max = max(p for p, _ in self.monos), max(q for _, q in self.monos)
-
-    def _powers(self, gamma, D):
-        gp, dq = [torch.ones_like(D)], [torch.ones_like(D)]
-        for _ in range(self.p_max):
-            gp.append(gp[-1] * gamma)
-        for _ in range(self.q_max):
-            dq.append(dq[-1] * D)
-        return gp, dq
+        self.p_down, self.q_down = (self.p_pow - 1).clamp(min=0), (self.q_pow - 1).clamp(min=0)
+        self.i1 = torch.arange(1, n_i + 1, dtype=DTYPE, device=device)[:, None, None]
+        self.const = sched.constants(self.P)
 
     def _monomials(self, gamma, D):
-        """V[..., r, e] = gamma_r^p D_r^q for e = (p, q), and its derivatives in gamma and D."""
-        gp, dq = self._powers(gamma, D)
-        V = torch.stack([gp[p] * dq[q] for p, q in self.monos], -1)
-        Vg = torch.stack([p * gp[p - 1] * dq[q] if p else torch.zeros_like(D) for p, q in self.monos], -1)
-        Vd = torch.stack([q * gp[p] * dq[q - 1] if q else torch.zeros_like(D) for p, q in self.monos], -1)
-        return V, Vg, Vd
+        """V[..., r, e] = gamma_r^p D_r^q for the monomials e = (p, q); also gamma^p and D^q."""
+        gp = gamma[..., None] ** self.p_pow
+        dq = D[..., None] ** self.q_pow
+        return gp * dq, gp, dq
 
     def _gram_powers(self, G, start: int):
         out, Gi = [], torch.ones_like(G) if start == 0 else G
@@ -313,20 +305,21 @@ class _PolyEvaluator:
         V = self._monomials(gam, D)[0]
         H = torch.einsum("cpre,cpirs,cpsf->cpief", V, self._gram_powers(G, 1), V)
         quad = (H * self.lam).sum((-1, -2, -3))
-        return quad - 2 * (V.sum(-2) * self.cross).sum(-1) + self.sched.constants(G.shape[1])
+        return quad - 2 * (V.sum(-2) * self.cross).sum(-1) + self.const
 
     def value_and_grad(self, G, gamma):
         """(C,) losses, S = dL/dG (C, P, m, m; symmetric, entries of G independent), dL/dgamma (C, 2, m)."""
         D, gam = self._full_gamma(G, gamma)
-        V, Vg, Vd = self._monomials(gam, D)
+        V, gp, dq = self._monomials(gam, D)
         Gp = self._gram_powers(G, 0)  # G^i, i = 0..n_i-1
-        VL = torch.einsum("cpre,cpief->cpirf", V, self.lam)  # (C, P, n_i, m, nm)
-        K = torch.einsum("cpirf,cpsf->cpirs", VL, V)  # V Lam_i V^T
-        quad = (Gp * G[:, :, None] * K).sum((-1, -2, -3))
-        loss = quad - 2 * (V.sum(-2) * self.cross).sum(-1) + self.sched.constants(G.shape[1])
-        i1 = torch.arange(1, self.n_i + 1, dtype=DTYPE, device=G.device)[:, None, None]
-        S = (i1 * Gp * K).sum(2)  # explicit d/dG_rs of sum_i <G^(i+1), V Lam_i V^T>
-        dV = 2 * torch.einsum("cpirs,cpisf->cprf", Gp * G[:, :, None], VL) - 2 * self.cross[:, :, None, :]
+        Gq = Gp * G[:, :, None]  # G^(i+1)
+        VL = V[:, :, None] @ self.lam  # (C, P, n_i, m, nm): V Lam_i
+        K = VL @ V[:, :, None].transpose(-1, -2)  # V Lam_i V^T
+        loss = (Gq * K).sum((-1, -2, -3)) - 2 * (V.sum(-2) * self.cross).sum(-1) + self.const
+        S = (self.i1 * Gp * K).sum(2)  # explicit d/dG_rs of sum_i <G^(i+1), V Lam_i V^T> (Lam_i symmetric)
+        dV = 2 * (Gq @ VL).sum(2) - 2 * self.cross[:, :, None, :]
+        Vg = self.p_pow * gam[..., None] ** self.p_down * dq  # d V / d gamma
+        Vd = self.q_pow * gp * D[..., None] ** self.q_down  # d V / d D
         S = S + torch.diag_embed((dV * Vd).sum(-1))
         return loss.sum(-1), S, (dV * Vg).sum(-1)[:, :2]
 
@@ -378,6 +371,7 @@ class _ReluEvaluator:
         self.buckets = [(om, rule, *map(t, np.polynomial.legendre.leggauss(k * angle_scale)))
                         for om, rule, k in _BUCKETS]
         self.near_x, self.near_w = map(t, np.polynomial.legendre.leggauss(_NEAR_NODES * angle_scale))
+        self._index_cache: dict = {}
 
     # -- E_c exp(-c^2 Q / 2) and its Q-derivative, per pair (patch index per element) --------------------
     def _gauss_average(self, Q, patch):
@@ -457,23 +451,23 @@ class _ReluEvaluator:
 
     def _angular(self, r, A, B, patch, near):
         """I and partials for all pairs (1-D), bucketed by rule and number of nodes."""
-        I = torch.zeros_like(r)
-        parts = [torch.zeros_like(r) for _ in range(3)]
         omega = torch.arccos(r)
         rest = ~near
-        buckets = [(near, "near", self.near_x, self.near_w)]
+        groups = [(near, "near", self.near_x, self.near_w)]
         for om, rule, x, w in self.buckets:
             sel = rest & (omega >= om)
             rest = rest & ~sel
-            buckets.append((sel, rule, x, w))
-        for sel, rule, x, w in buckets:
+            groups.append((sel, rule, x, w))
+        out = [torch.zeros_like(r) for _ in range(4)]
+        for sel, rule, x, w in groups:
             idx = sel.nonzero().flatten()
             if idx.numel() == 0:
                 continue
-            out = self._angular_bucket(r[idx], A[idx], B[idx], patch[idx], rule, x, w)
-            I = I.index_put((idx,), out[0])
-            parts = [p.index_put((idx,), o) for p, o in zip(parts, out[1:])]
-        return I, *parts
+            if idx.numel() == r.numel():
+                return self._angular_bucket(r, A, B, patch, rule, x, w)
+            res = self._angular_bucket(r[idx], A[idx], B[idx], patch[idx], rule, x, w)
+            out = [o.index_put((idx,), v) for o, v in zip(out, res)]
+        return tuple(out)
 
     def _near_base(self, rho, a_r, a_s, patch):
         """E_c of the rho = +-1 expansion of E[relu relu] per unit sigma_r sigma_s (1-D pair inputs)."""
@@ -489,6 +483,15 @@ class _ReluEvaluator:
         dP = Pa - Pb
         minus = torch.where(a > b, (gap - 1 - a * b) * dP + a * pb - b * pa, torch.zeros_like(dP))  # b = -a_s
         return (w * torch.where(sgn > 0, plus, minus)).sum(-1)
+
+    def _pair_index(self, C: int, m: int, device):
+        """Upper-triangle neuron pairs (r < s) and the rule-patch index of each flattened (C, 2, pair)."""
+        key = (C, m, str(device))
+        if key not in self._index_cache:
+            iu = torch.triu_indices(m, m, 1, device=device)
+            patch = torch.arange(2, device=device)[None, :, None].expand(C, 2, iu.shape[1]).flatten()
+            self._index_cache[key] = (iu[0], iu[1], patch)
+        return self._index_cache[key]
 
     def _rule(self, G, gamma, partials: bool):
         """Univariate and pairwise expectations of the two rule patches; with ``partials`` also the
@@ -506,8 +509,7 @@ class _ReluEvaluator:
         Eu = a * Phi + phi  # E relu(z) / sigma
         st = {"D": D, "n": n, "A": A, "pos": pos, "Eu": Eu, "a": a, "Phi": Phi, "phi": phi}
         st["e2"] = (w * ((1 + a * a) * Phi + a * phi)).sum(2)  # E_c E[relu^2] / sigma^2
-        iu = torch.triu_indices(m, m, 1, device=G.device)
-        r, s = iu[0], iu[1]
+        r, s, patch = self._pair_index(C, m, G.device)
         st["r"], st["s"] = r, s
         nn = n[..., r] * n[..., s] * (pos[..., r] & pos[..., s])
         safe = torch.where(nn > 0, nn, torch.ones_like(nn))
@@ -526,10 +528,9 @@ class _ReluEvaluator:
         Bp = sgn * As
         omega = torch.arccos(r_abs)
         near = omega < _OMEGA_NEAR
-        patch = torch.arange(2, device=G.device)[None, :, None].expand_as(rho)
         shape = rho.shape
         I, I_r, I_A, I_B = (v.reshape(shape) for v in self._angular(
-            r_abs.flatten(), Ar.flatten(), Bp.flatten(), patch.flatten(), near.flatten()))
+            r_abs.flatten(), Ar.flatten(), Bp.flatten(), patch, near.flatten()))
         U = Ebar[..., r, s] + rho * Pbar[..., r, s] + I
         if partials:
             Z = (cw * Phi).transpose(-1, -2) @ Eu  # d Ebar_rs / dA_r = Z[r, s]
@@ -540,7 +541,7 @@ class _ReluEvaluator:
         if bool(near.any()):
             idx = near.flatten().nonzero().flatten()
             args = [v.flatten()[idx] for v in (rho, Ar, As)]
-            pidx = patch.flatten()[idx]
+            pidx = patch[idx]
             if partials:
                 with torch.enable_grad():
                     leaves = [v.detach().requires_grad_(True) for v in args]
@@ -565,8 +566,7 @@ class _ReluEvaluator:
         D = torch.diagonal(G, dim1=-2, dim2=-1)
         pos = D > 0
         n = torch.sqrt(torch.where(pos, D, torch.ones_like(D)))
-        iu = torch.triu_indices(m, m, 1, device=G.device)
-        r, s = iu[0], iu[1]
+        r, s = self._pair_index(G.shape[0], m, G.device)[:2]
         nn = n[..., r] * n[..., s] * (pos[..., r] & pos[..., s])
         safe = torch.where(nn > 0, nn, torch.ones_like(nn))
         rho = torch.where(nn > 0, G[..., r, s] / safe, torch.zeros_like(nn)).clamp(-_RHO_MAX, _RHO_MAX)

@@ -206,7 +206,7 @@ def exact_gradient_descent(W0, activation, data: MultiPatchData, alphas, betas, 
         history = {"epoch": [], "loss": [], "grad_norm": []}
         active = torch.ones(C, dtype=torch.bool, device=dev)
         diverged: dict[int, int] = {}
-        first, prev = None, X.clone()
+        first, prev, step_lr = None, X, lrs
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -214,10 +214,11 @@ def exact_gradient_descent(W0, activation, data: MultiPatchData, alphas, betas, 
             bar = tqdm(total=epochs, desc=f"exact GD ({C} configs)", leave=False)
         for k in range(epochs + 1):
             L, grad = loss_and_grad(X)
-            first = L.clone() if first is None else first
-            finite_grad = torch.isfinite(grad).flatten(1).all(1)
-            bad = active & (~torch.isfinite(L) | (L.abs() > 1e6 * (1 + first.abs())) | ~finite_grad)
-            if bool(bad.any()):
+            gnorm = grad.flatten(1).norm(dim=1)  # non-finite whenever the gradient is
+            first = L if first is None else first
+            bad = ~torch.isfinite(L + gnorm) | (L.abs() > 1e6 * (1 + first.abs()))
+            if bool((bad & active).any()):
+                bad = bad & active
                 i = int(bad.nonzero()[0])
                 if on_divergence == "raise":
                     if bar is not None:
@@ -225,21 +226,22 @@ def exact_gradient_descent(W0, activation, data: MultiPatchData, alphas, betas, 
                     raise ExactTrainingDiverged(
                         f"exact GD diverged for config {i} ({acts[i].name}, alpha={alphas[i]:.4g}, "
                         f"beta={betas[i]:.4g}, target={targets[i].value}, lr={float(lrs[i]):g}) "
-                        f"at epoch {k}: "
-                        f"loss={float(L[i]):.4g} (initial {float(first[i]):.4g}); lower lr or the init scale",
-                        i, k, full(prev), _pack(history))
+                        f"at epoch {k}: loss={float(L[i]):.4g} (initial {float(first[i]):.4g}); lower lr or "
+                        "the init scale", i, k, full(prev), _pack(history))
                 for j in bad.nonzero().flatten().tolist():
                     diverged[j] = k
                 X[bad] = prev[bad]
                 active &= ~bad
+                step_lr = lrs * active
             if k % log_every == 0 or k == epochs:
                 history["epoch"].append(k)
                 history["loss"].append(torch.where(active, L, torch.nan))
-                history["grad_norm"].append(torch.where(active, grad.flatten(1).norm(dim=1), torch.nan))
+                history["grad_norm"].append(torch.where(active, gnorm, torch.nan))
             if k < epochs:
-                prev = X.clone()
-                live = active[:, None, None, None]
-                X = X - (lrs[:, None, None, None] * live) * torch.where(live, grad, 0.0)
+                prev = X  # X is replaced, never modified in place, below
+                if diverged:
+                    grad = torch.where(active[:, None, None, None], grad, 0.0)
+                X = X - step_lr[:, None, None, None] * grad
                 if bar is not None:
                     bar.update(1)
         if bar is not None:

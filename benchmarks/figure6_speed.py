@@ -1,0 +1,144 @@
+"""Figure 6 training cost: exact population GD (theory.reduced) vs App. F's Monte Carlo GD, per epoch.
+
+App. F trains on a Monte Carlo loss of n = 1000 data x n_eps = 1000 noise draws (1e6 samples per patch),
+d = 100, m = 20, for 5000 epochs, 16 times (32 with both loss targets). This script measures, in one run:
+
+* the per-epoch time (loss + gradient + update) of ``exact_gradient_descent`` for one network of each
+  activation at App. F size (t = 0.4, default initialisation), and of all 32 Figure 6 configurations batched;
+* the per-epoch time of ``MonteCarloLoss.value_and_grad`` at App. F size in float32 and float64 (the sample
+  set is drawn once and excluded from the timing), and the ratio Monte Carlo / exact per activation;
+* with ``--trainings``: the wall time of the 32 Figure 6 trainings x 5000 epochs on the exact loss, and the
+  process's peak resident memory at that point (before any Monte Carlo sample set is allocated).
+
+The CPU may be shared: the load average is printed with the numbers. Run:
+``python benchmarks/figure6_speed.py [--trainings] [--skip-mc] [--json out.json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import time
+
+import torch
+
+from theory import MultiPatchData, Uniform, ou_schedule
+from theory.losses import MonteCarloLoss
+from theory.network import TwoLayerScore, default_init_std
+from theory.reduced import exact_gradient_descent
+from theory.train import DEFAULT_LR
+
+ACTS = ("relu", "linear", "quadratic", "cubic")
+TIMES = (0.2, 0.4, 0.6, 0.8)
+LR = DEFAULT_LR  # theory.train's step sizes (the paper gives none)
+D, M, N, N_EPS = 100, 20, 1000, 1000
+
+
+def peak_rss_gib() -> float:
+    """Peak resident set size of this process so far (Linux reports KiB)."""
+    scale = 1 if platform.system() == "Darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**30
+
+
+def init_weights(activation: str, seed: int = 0) -> torch.Tensor:
+    return TwoLayerScore(D, M, activation, init_std=default_init_std(D), seed=seed).weights.detach()
+
+
+def exact_per_epoch(activation: str, epochs: int, data: MultiPatchData) -> float:
+    alpha, beta = ou_schedule(0.4)
+    res = exact_gradient_descent(init_weights(activation), activation, data, [alpha], [beta], "paper",
+                                 LR[("paper", activation)], epochs=epochs, log_every=epochs)
+    return res.seconds / (epochs + 1)
+
+
+def figure6_configs():
+    W0, acts, alphas, betas, targets, lrs = [], [], [], [], [], []
+    for target in ("paper", "score"):
+        for act in ACTS:
+            for t in TIMES:
+                a, b = ou_schedule(t)
+                W0.append(init_weights(act))
+                acts.append(act)
+                alphas.append(a)
+                betas.append(b)
+                targets.append(target)
+                lrs.append(LR[(target, act)])
+    return torch.stack(W0), acts, alphas, betas, targets, lrs
+
+
+def mc_per_epoch(dtype, epochs: int, data: MultiPatchData) -> dict:
+    alpha, beta = ou_schedule(0.4)
+    t0 = time.perf_counter()
+    mc = MonteCarloLoss(data, alpha, beta, n=N, n_eps=N_EPS, target="paper", seed=1, dtype=dtype,
+                        device="cpu")
+    draw = time.perf_counter() - t0
+    out = {"draw_seconds": draw}
+    for act in ACTS:
+        W = init_weights(act)
+        mc.value_and_grad(W, act)  # warm-up
+        t0 = time.perf_counter()
+        for _ in range(epochs):
+            _, g = mc.value_and_grad(W, act)
+            W = W - LR[("paper", act)] * g
+        out[act] = (time.perf_counter() - t0) / epochs
+    del mc
+    return out
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--exact-epochs", type=int, default=300, help="epochs timed per activation (exact)")
+    p.add_argument("--mc-epochs", type=int, default=2, help="epochs timed per activation and dtype (MC)")
+    p.add_argument("--trainings", action="store_true", help="also run 32 trainings x 5000 epochs")
+    p.add_argument("--skip-mc", action="store_true", help="skip Monte Carlo (~1.6 GiB of samples)")
+    p.add_argument("--json", default=None, help="write the numbers to this file")
+    args = p.parse_args(argv)
+    data = MultiPatchData(D, Uniform(0.2, 0.8))
+    report = {"torch": torch.__version__, "cpus": os.cpu_count(), "threads_mc": torch.get_num_threads(),
+              "threads_exact": 1, "load_average_start": os.getloadavg(), "exact": {}, "mc": {}}
+    print(f"App. F size: d={D}, m={M}, n={N}, n_eps={N_EPS}; load average {os.getloadavg()}")
+
+    for act in ACTS:
+        report["exact"][act] = exact_per_epoch(act, args.exact_epochs, data)
+        print(f"exact  {act:9s}: {report['exact'][act] * 1e3:8.3f} ms/epoch (1 network)")
+    W0, acts, alphas, betas, targets, lrs = figure6_configs()
+    res = exact_gradient_descent(W0, acts, data, alphas, betas, targets, lrs, epochs=args.exact_epochs,
+                                 log_every=args.exact_epochs, on_divergence="freeze")
+    report["exact"]["figure6_batch_per_epoch"] = res.seconds / (args.exact_epochs + 1)
+    print(f"exact  all 32 configs batched: {report['exact']['figure6_batch_per_epoch'] * 1e3:.2f} ms/epoch")
+
+    if args.trainings:
+        t0 = time.perf_counter()
+        res = exact_gradient_descent(W0, acts, data, alphas, betas, targets, lrs, epochs=5000, log_every=100,
+                                     on_divergence="freeze")
+        wall = time.perf_counter() - t0
+        report["figure6_trainings"] = {"configs": len(acts), "epochs": 5000, "seconds": wall,
+                                       "peak_rss_gib": peak_rss_gib(), "diverged": res.diverged,
+                                       "final_grad_norm": res.history["grad_norm"][:, -1].tolist()}
+        print(f"exact  32 trainings x 5000 epochs: {wall:.1f} s wall, peak RSS {peak_rss_gib():.2f} GiB, "
+              f"diverged: {res.diverged or 'none'}")
+
+    if not args.skip_mc:
+        for name, dtype in (("float32", torch.float32), ("float64", torch.float64)):
+            report["mc"][name] = mc_per_epoch(dtype, args.mc_epochs, data)
+            for act in ACTS:
+                t = report["mc"][name][act]
+                ratio = t / report["exact"][act]
+                print(f"MC {name} {act:9s}: {t:8.3f} s/epoch   ratio MC/exact = {ratio:9.0f}")
+        report["ratio"] = {name: {act: report["mc"][name][act] / report["exact"][act] for act in ACTS}
+                           for name in report["mc"]}
+    report["peak_rss_gib_end"] = peak_rss_gib()
+    report["load_average_end"] = os.getloadavg()
+    print(f"load average at the end {os.getloadavg()}; peak RSS {report['peak_rss_gib_end']:.2f} GiB")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(report, fh, indent=1)
+    return report
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
