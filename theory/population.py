@@ -543,9 +543,9 @@ class _ReluEvaluator:
             args = [v.flatten()[idx] for v in (rho, Ar, As)]
             pidx = patch[idx]
             if partials:
-                with torch.enable_grad():
-                    leaves = [v.detach().requires_grad_(True) for v in args]
-                    base = self._near_base(*leaves, pidx)
+                with torch.inference_mode(False), torch.enable_grad():  # a local autograd graph
+                    leaves = [v.detach().clone().requires_grad_(True) for v in args]
+                    base = self._near_base(*leaves, pidx.clone())
                     grads = torch.autograd.grad(base.sum(), leaves)
                 fix = [v.flatten().index_put((idx,), g + o.flatten()[idx]) for v, g, o in zip(
                     (U_rho, U_Ar, U_As), grads, (sgn * I_r, I_A, sgn * I_B))]

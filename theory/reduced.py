@@ -182,7 +182,7 @@ def exact_gradient_descent(W0, activation, data: MultiPatchData, alphas, betas, 
     if num_threads is not None:
         num_threads = check_int("num_threads", num_threads)
 
-    with _Threads(num_threads), torch.no_grad():
+    with _Threads(num_threads), torch.inference_mode():
         t0 = time.perf_counter()
         objective = PopulationObjective(acts, data, alphas, betas, targets, dev, zeta_order)
         feats = torch.as_tensor(data.features, dtype=DTYPE, device=dev)
@@ -246,7 +246,7 @@ def exact_gradient_descent(W0, activation, data: MultiPatchData, alphas, betas, 
                     bar.update(1)
         if bar is not None:
             bar.close()
-        return ExactGDResult(full(X), _pack(history), time.perf_counter() - t0, diverged)
+        return ExactGDResult(full(X).clone(), _pack(history), time.perf_counter() - t0, diverged)
 
 
 def stationarity(W, activation, data: MultiPatchData, alpha, beta, target="paper") -> float:

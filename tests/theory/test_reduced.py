@@ -25,6 +25,8 @@ def test_reduced_trajectory_equals_full_gd():
     alphas, betas = zip(*(ou_schedule(t) for t in ts))
     lr = [3e-2, 3e-2, 1e-2, 1e-2, 1e-1, 1e-1, 1e-1, 1e-1]
     W0 = _init(8, 3, 6, 30, 0.06)
+    W0[0, 0, 1] = 1.01 * W0[0, 0, 0] + 3e-4 * W0[0, 0, 2]  # nearly parallel ReLU neurons: rho -> 1 branch
+    W0[0, 1, 3] = -0.8 * W0[0, 1, 2] + 1e-3 * W0[0, 1, 4]  # nearly antiparallel
     kw = dict(epochs=200, log_every=20)
     red = exact_gradient_descent(W0, acts, data, alphas, betas, targets, lr, reduced=True, **kw)
     full = exact_gradient_descent(W0, acts, data, alphas, betas, targets, lr, reduced=False, **kw)
