@@ -357,13 +357,13 @@ class _ReluEvaluator:
         self.uniform = all(q.uniform is not None for q in quads)
         if self.uniform:
             lo, hi = np.array([q.uniform[0] for q in quads]), np.array([q.uniform[1] for q in quads])
-            self.u_lo, self.u_hi = t(lo), t(hi)
-            # series of E exp(-c^2 x^2) and E c^2 exp(-c^2 x^2) in y = -x^2 (|x c| < 0.02)
             mom = lambda k: (hi ** (k + 1) - lo ** (k + 1)) / ((k + 1) * (hi - lo))  # noqa: E731
-            self.series_h = t(np.stack([[mom(2 * j)[p] / math.factorial(j) for j in range(7)]
-                                        for p in range(2)]))
-            self.series_m2 = t(np.stack([[mom(2 * j + 2)[p] / math.factorial(j) for j in range(7)]
-                                         for p in range(2)]))
+            # per rule patch: lo, hi, max c^2, then the series of E exp(-c^2 x^2) and E c^2 exp(-c^2 x^2)
+            # in y = -x^2 (used for x^2 max c^2 < 4e-4: 7 terms reach 1e-25)
+            series = [[mom(2 * j)[p] / math.factorial(j) for j in range(7)]
+                      + [mom(2 * j + 2)[p] / math.factorial(j) for j in range(7)] for p in range(2)]
+            self.u_table = t(np.concatenate([np.stack([lo, hi, np.maximum(lo**2, hi**2)], 1), series], 1))
+            self.series_powers = t(np.arange(7.0))
         self.c_abs_min = t([q.abs_min for q in quads])
         self.c_abs_max = t([q.abs_max for q in quads])
         zj, wj = data.zeta.quadrature(zeta_order)
@@ -381,23 +381,20 @@ class _ReluEvaluator:
             w = self.c_weights[patch][:, None, :]
             e = torch.exp(-0.5 * Q[..., None] * c2) * w
             return e.sum(-1), -0.5 * (e * c2).sum(-1)
-        lo, hi = self.u_lo[patch][:, None], self.u_hi[patch][:, None]
+        table = self.u_table[patch]  # (n, 3 + 14): lo, hi, max c^2, series coefficients of h and m2
+        lo, hi, cmax2 = table[:, 0:1], table[:, 1:2], table[:, 2:3]
         x2 = 0.5 * Q
-        small = x2 * torch.maximum(lo * lo, hi * hi) < 4e-4
+        small = x2 * cmax2 < 4e-4
         any_small = bool(small.any())
-        x2s = torch.where(small, torch.ones_like(x2), x2) if any_small else x2
+        x2s = torch.where(small, 1.0, x2) if any_small else x2
         xs = torch.sqrt(x2s)
         h = (math.sqrt(math.pi) / 2) * (torch.erf(hi * xs) - torch.erf(lo * xs)) / (xs * (hi - lo))
         edge = lo * torch.exp(-lo * lo * x2s) - hi * torch.exp(-hi * hi * x2s)
         m2 = (edge + h * (hi - lo)) / (2 * x2s * (hi - lo))  # E[c^2 exp(-c^2 x^2)], by parts
-        if any_small:  # the closed forms cancel for x |c| << 1: Taylor series in y = -x^2 there
-            y = -x2
-            sh, sm = self.series_h[patch], self.series_m2[patch]  # (n, 7)
-            h_s, m_s = sh[:, 6:7] * torch.ones_like(y), sm[:, 6:7] * torch.ones_like(y)
-            for j in range(5, -1, -1):
-                h_s = h_s * y + sh[:, j : j + 1]
-                m_s = m_s * y + sm[:, j : j + 1]
-            h, m2 = torch.where(small, h_s, h), torch.where(small, m_s, m2)
+        if any_small:  # the closed forms cancel for x |c| << 1: Taylor series in y = -x^2 there (7 terms)
+            powers = (-x2)[..., None] ** self.series_powers  # (n, K, 7)
+            series = powers @ table[:, 3:].reshape(-1, 2, 7).transpose(-1, -2)  # (n, K, 2)
+            h, m2 = torch.where(small, series[..., 0], h), torch.where(small, series[..., 1], m2)
         return h, -0.5 * m2
 
     def _angular_bucket(self, r, A, B, patch, rule: str, x, w):
