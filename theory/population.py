@@ -671,7 +671,12 @@ class PopulationObjective:
 
     def __init__(self, activations, data: MultiPatchData, alphas, betas, targets, device,
                  zeta_order: int = ZETA_ORDER, angle_scale: int = 1):
+        data = _check_data(data)
+        if isinstance(activations, str | Activation) or not len(activations):
+            raise ValueError("activations must be a non-empty sequence, one activation per configuration")
         acts = [get_activation(a) for a in activations]
+        alphas, betas, targets = _check_schedule(alphas, betas, targets, len(acts))
+        zeta_order, angle_scale = _check_order(zeta_order), check_int("angle_scale", angle_scale)
         self.C, self.data = len(acts), data
         self.groups = []
         poly = [i for i, a in enumerate(acts) if a.poly is not None]
@@ -712,7 +717,10 @@ class PopulationObjective:
 
 # ---- autograd bridge ---------------------------------------------------------------------------------------
 def gram_and_projections(W: torch.Tensor, data: MultiPatchData) -> tuple[torch.Tensor, torch.Tensor]:
-    """G = W W^T per patch (C, P, m, m) and gamma = <w_r, f> on the rule patches (C, 2, m)."""
+    """G = W W^T per patch (C, P, m, m) and gamma = <w_r, f> on the rule patches (C, 2, m); W (C, P, m, d)."""
+    if not isinstance(W, torch.Tensor) or W.ndim != 4 or W.shape[1] != data.n_patches or W.shape[3] != data.d:
+        raise ValueError(f"W must be a tensor of shape (C, {data.n_patches}, m, {data.d}), got "
+                         f"{tuple(W.shape) if isinstance(W, torch.Tensor) else type(W).__name__}")
     feats = torch.as_tensor(data.features, dtype=DTYPE, device=W.device)
     return W @ W.transpose(-1, -2), torch.einsum("cpmd,pd->cpm", W[:, :2], feats)
 
@@ -827,7 +835,8 @@ def expected_loss(net: TwoLayerScore, data: MultiPatchData, alpha, beta, target=
     """eq. (2) in expectation: E_{x_0, eps} sum_p ||s^(p)(x_t^(p)) - target^(p)||^2, constants included.
 
     The n, n_eps -> infinity limit of ``MonteCarloLoss`` (patches p >= 3 included, N(0, I) as in
-    ``MultiPatchData``). A 0-d float64 tensor, differentiable in ``net.weights``. ``target``: "paper" (eq. (2)
+    ``MultiPatchData``). A 0-d float64 tensor, differentiable in ``net.weights`` (first derivatives, written
+    by hand; no double backward). ``target``: "paper" (eq. (2)
     as printed) or "score" (consistent DSM), as in ``theory.losses.Target``.
     """
     data = _check_data(data)
