@@ -92,3 +92,60 @@ def test_lock_step_group_equals_separate_runs():
         alone = train(cfg, progress=False)
         assert torch.equal(alone.net.weights, res.net.weights)
         assert alone.history == res.history
+
+
+EXACT = dict(d=12, m=4, epochs=300, estimator="exact", device="cpu", log_every=50)
+
+
+def test_exact_estimator_trains_every_activation_and_target_in_one_call():
+    from theory.population import expected_loss
+
+    cfgs = [TrainConfig(activation=a, t=0.4, target=tg, **EXACT)
+            for a in ("relu", "linear", "quadratic", "cubic") for tg in ("paper", "score")]
+    for cfg, res in zip(cfgs, train_many(cfgs, progress=False)):
+        assert res.config is cfg and res.net.weights.shape == (2, 4, 12)
+        assert res.history["epoch"] == list(range(0, 301, 50))
+        assert res.history["loss"][-1] < res.history["loss"][0]
+        # the logged loss is the exact population loss of the returned weights
+        alpha, beta = cfg.alpha_beta
+        exact = expected_loss(res.net, cfg.data(), alpha, beta, target=cfg.target).item()
+        assert exact == pytest.approx(res.history["loss"][-1], rel=1e-12)
+
+
+def test_exact_estimator_in_two_processes_equals_one():
+    cfgs = [TrainConfig(activation=a, t=t, **EXACT) for a in ("relu", "cubic") for t in (0.3, 0.7)]
+    one = train_many(cfgs, progress=False, workers=1)
+    two = train_many(cfgs, progress=False, workers=2)
+    for a, b in zip(one, two):
+        torch.testing.assert_close(a.net.weights, b.net.weights, rtol=1e-12, atol=1e-14)
+        assert a.history["epoch"] == b.history["epoch"]
+        assert a.history["loss"] == pytest.approx(b.history["loss"], rel=1e-12)
+
+
+def test_exact_chunks_balance_relu_over_workers():
+    from theory.train import _exact_chunks
+
+    cfgs = [TrainConfig(activation=a, t=t, **EXACT) for a in ("relu", "linear", "quadratic", "cubic")
+            for t in (0.2, 0.4, 0.6, 0.8)]
+    chunks = _exact_chunks(cfgs, 2)
+    assert sorted(i for c in chunks for i in c) == list(range(16))
+    assert [sum(cfgs[i].activation == "relu" for i in c) for c in chunks] == [2, 2]
+    assert _exact_chunks(cfgs, 1) == [list(range(16))]
+
+
+def test_exact_estimator_refuses_the_joint_network():
+    with pytest.raises(ValueError, match="per_patch"):
+        train(TrainConfig(activation="relu", architecture="joint", **EXACT), progress=False)
+
+
+def test_exact_divergence_is_reported_with_last_finite_weights():
+    cfg = TrainConfig(activation="cubic", t=0.2, lr=50.0, init_std=1.0, **EXACT)
+    with pytest.raises(TrainingDiverged, match=r"cubic, t=0.2.*epoch") as info:
+        train(cfg, progress=False)
+    assert torch.isfinite(info.value.result.net.weights).all()
+    assert info.value.step >= 1
+
+
+def test_workers_is_validated():
+    with pytest.raises(ValueError, match="workers"):
+        train_many([TrainConfig(**EXACT)], progress=False, workers=0)
