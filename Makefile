@@ -28,7 +28,8 @@ test: lint
 	$(PY) -m pytest -n $(JOBS) -q
 
 bench: $(STAMP)
-	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	$(PY) benchmarks/figure6_speed.py --trainings --figure6
+	$(PY) benchmarks/evaluator.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -7,11 +7,17 @@ d = 100, m = 20, for 5000 epochs, 16 times (32 with both loss targets). This scr
   activation at App. F size (t = 0.4, default initialisation), and of all 32 Figure 6 configurations batched;
 * the per-epoch time of ``MonteCarloLoss.value_and_grad`` at App. F size in float32 and float64 (the sample
   set is drawn once and excluded from the timing), and the ratio Monte Carlo / exact per activation;
-* with ``--trainings``: the wall time of the 32 Figure 6 trainings x 5000 epochs on the exact loss, and the
-  process's peak resident memory at that point (before any Monte Carlo sample set is allocated).
+* with ``--trainings``: the wall time of the 32 Figure 6 trainings x 5000 epochs on the exact loss in this
+  process (one thread), and the process's peak resident memory at that point (before any Monte Carlo
+  sample set is allocated);
+* with ``--figure6``: the wall time of the whole ``hidden-rules figure6`` command (its defaults: exact
+  loss, App. F sizes, both targets, training in 2 processes, psi histograms, PNG/PDF/JSON/CSV), run as a
+  subprocess, and its peak memory: the largest sum of the resident sets of the command and its worker
+  processes, sampled every 50 ms from /proc.
 
 The CPU may be shared: the load average is printed with the numbers. Run:
-``python benchmarks/figure6_speed.py [--trainings] [--skip-mc] [--json out.json]``.
+``python benchmarks/figure6_speed.py [--trainings] [--figure6] [--skip-mc] [--json out.json]``
+(``make bench`` runs it with ``--figure6``).
 """
 
 from __future__ import annotations
@@ -21,8 +27,11 @@ import json
 import os
 import platform
 import resource
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -42,6 +51,41 @@ def peak_rss_gib() -> float:
     """Peak resident set size of this process so far (Linux reports KiB)."""
     scale = 1 if platform.system() == "Darwin" else 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**30
+
+
+def _tree_rss_bytes(pid: int) -> int:
+    """Resident memory of ``pid`` and all its descendants (Linux /proc; 0 where unreadable)."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/status") as fh:
+                total += next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmRSS:"))
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, StopIteration, ValueError):
+            continue
+    return total
+
+
+def time_figure6_command() -> dict:
+    """Wall time and peak tree memory of ``hidden-rules figure6`` with its defaults, in a fresh process."""
+    exe = Path(sys.executable).with_name("hidden-rules")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "paper_figs.cli"]
+    with tempfile.TemporaryDirectory() as out:
+        cmd = [*cmd, "figure6", "--out", out, "--no-progress"]
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        peak = 0
+        while proc.poll() is None:
+            peak = max(peak, _tree_rss_bytes(proc.pid))
+            time.sleep(0.05)
+        wall = time.perf_counter() - t0
+        output = proc.stdout.read()
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{output}")
+    trained = next((line for line in output.splitlines() if line.startswith("trained ")), "")
+    return {"command": " ".join(cmd[:2]), "seconds": wall, "peak_tree_rss_gib": peak / 2**30, "trained": trained}
 
 
 def init_weights(activation: str, seed: int = 0) -> torch.Tensor:
@@ -94,6 +138,7 @@ def main(argv=None) -> dict:
     p.add_argument("--exact-epochs", type=int, default=300, help="epochs timed per activation (exact)")
     p.add_argument("--mc-epochs", type=int, default=2, help="epochs timed per activation and dtype (MC)")
     p.add_argument("--trainings", action="store_true", help="also run 32 trainings x 5000 epochs")
+    p.add_argument("--figure6", action="store_true", help="also time the whole `hidden-rules figure6` command")
     p.add_argument("--skip-mc", action="store_true", help="skip Monte Carlo (~1.6 GiB of samples)")
     p.add_argument("--json", default=None, help="write the numbers to this file")
     args = p.parse_args(argv)
@@ -109,7 +154,8 @@ def main(argv=None) -> dict:
     res = exact_gradient_descent(W0, acts, data, alphas, betas, targets, lrs, epochs=args.exact_epochs,
                                  log_every=args.exact_epochs, on_divergence="freeze")
     report["exact"]["figure6_batch_per_epoch"] = res.seconds / (args.exact_epochs + 1)
-    print(f"exact  all 32 configs batched: {report['exact']['figure6_batch_per_epoch'] * 1e3:.2f} ms/epoch")
+    print(f"exact  all 32 configs batched: {report['exact']['figure6_batch_per_epoch'] * 1e3:.2f} ms/epoch "
+          f"({report['exact']['figure6_batch_per_epoch'] / 32 * 1e3:.3f} ms per network-epoch, 1 process)")
 
     if args.trainings:
         t0 = time.perf_counter()
@@ -122,6 +168,12 @@ def main(argv=None) -> dict:
         print(f"exact  32 trainings x 5000 epochs: {wall:.1f} s wall, peak RSS {peak_rss_gib():.2f} GiB, "
               f"diverged: {res.diverged or 'none'}")
 
+    if args.figure6:
+        report["figure6_command"] = time_figure6_command()
+        f6 = report["figure6_command"]
+        print(f"hidden-rules figure6 (defaults): {f6['seconds']:.1f} s wall, peak memory "
+              f"{f6['peak_tree_rss_gib']:.2f} GiB (all its processes); {f6['trained']}")
+
     if not args.skip_mc:
         for name, dtype in (("float32", torch.float32), ("float64", torch.float64)):
             report["mc"][name] = mc_per_epoch(dtype, args.mc_epochs, data)
@@ -131,6 +183,11 @@ def main(argv=None) -> dict:
                 print(f"MC {name} {act:9s}: {t:8.3f} s/epoch   ratio MC/exact = {ratio:9.0f}")
         report["ratio"] = {name: {act: report["mc"][name][act] / report["exact"][act] for act in ACTS}
                            for name in report["mc"]}
+        per_net = report["exact"]["figure6_batch_per_epoch"] / len(acts)
+        mean_mc = {name: sum(report["mc"][name][a] for a in ACTS) / len(ACTS) for name in report["mc"]}
+        report["ratio"]["figure6_batch"] = {name: mean_mc[name] / per_net for name in mean_mc}
+        print("Figure 6 batch: MC epoch (mean over activations) / exact network-epoch = "
+              + ", ".join(f"{name} {r:.0f}" for name, r in report["ratio"]["figure6_batch"].items()))
     report["peak_rss_gib_end"] = peak_rss_gib()
     report["load_average_end"] = os.getloadavg()
     print(f"load average at the end {os.getloadavg()}; peak RSS {report['peak_rss_gib_end']:.2f} GiB")
