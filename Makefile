@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 OUT    ?= paper_figs/out
 JOBS   ?= 2
 
-.PHONY: venv figure6 test lint bench clean
+.PHONY: venv figure6 figure3 appendix-a rule-floor bounds figures test lint bench clean
 
 venv: $(STAMP)
 
@@ -20,6 +20,21 @@ $(STAMP): pyproject.toml
 
 figure6: $(STAMP)
 	$(VENV)/bin/hidden-rules figure6 --out $(OUT) --overwrite
+
+# The other figures of the package (README: "Other figures").
+figure3: $(STAMP)
+	$(VENV)/bin/hidden-rules figure3 --out $(OUT) --overwrite
+
+appendix-a: $(STAMP)
+	$(VENV)/bin/hidden-rules appendix-a --out $(OUT) --overwrite
+
+rule-floor: $(STAMP)
+	$(VENV)/bin/hidden-rules rule-floor --out $(OUT) --overwrite
+
+bounds: $(STAMP)
+	$(VENV)/bin/hidden-rules bounds --t 0.2 0.4 0.6 0.8 --target both
+
+figures: figure6 figure3 appendix-a rule-floor
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -114,7 +114,7 @@ def panel_results(results, samples: int, seed: int) -> list[dict]:
     return panels
 
 
-def plot(panels, acts, times, target: str):
+def plot(panels, acts, times, target: str, estimator: str = "exact"):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -133,13 +133,19 @@ def plot(panels, acts, times, target: str):
         ax.hist(values, bins=edges, color="#4c72b0", alpha=0.8)
         ax.axvline(panel["rule_value"], color="#c44e52", lw=2, label=r"$\alpha_t/\beta_t^2$")
         err = panel.get("rule_error_exact") or panel["rule_error_mc"]
-        ax.text(0.02, 0.97, f"bias {err['bias']:+.3g}\nvar {err['variance']:.3g}", transform=ax.transAxes,
+        kind = "exact" if "rule_error_exact" in panel else "MC"
+        ax.text(0.02, 0.97, f"bias {err['bias']:+.3g}\nvar {err['variance']:.3g} ({kind})", transform=ax.transAxes,
                 va="top", fontsize=8, bbox={"facecolor": "white", "alpha": 0.8, "lw": 0})
         ax.set_title(f"{cfg['activation']}, t={cfg['t']:g}", fontsize=9)
         ax.tick_params(labelsize=7)
     axes[0][0].legend(fontsize=7, loc="upper right")
     name = "eq. (2) as printed (target eps)" if target == "paper" else "consistent DSM (target -eps/beta)"
-    fig.suptitle(f"Figure 6: psi_t of trained two-layer score nets - loss: {name}", fontsize=11)
+    cfg = panels[0]["config"]
+    how = ("exact population loss" if estimator == "exact"
+           else f"Monte Carlo loss, n={cfg['n']} x n_eps={cfg['n_eps']}")
+    fig.suptitle(f"Figure 6: psi_t of trained two-layer score nets (d={cfg['d']}, m={cfg['m']}) - loss: {name}\n"
+                 f"GD {cfg['epochs']} epochs on the {how}; histograms of {panels[0]['psi'].size} fresh x_t",
+                 fontsize=11)
     fig.supxlabel(r"$\psi_t(x_t)$")
     fig.tight_layout()
     return fig
@@ -178,7 +184,7 @@ def run(args) -> int:
         results = all_results[offset: offset + len(configs)]
         offset += len(configs)
         panels = panel_results(results, args.samples, args.seed)
-        fig = plot(panels, list(args.activations), list(args.t), target)
+        fig = plot(panels, list(args.activations), list(args.t), target, args.estimator)
         png, pdf, js, csv_path = paths[4 * j: 4 * j + 4]
         save_figure(fig, png)
         save_figure(fig, pdf)
