@@ -47,6 +47,15 @@ E[relu relu] has a closed form, with the remainder over [0, omega] on four grade
 Price's theorem again (d/drho of the integral = the same integral without (rho - sin t); d/dA from dQ/dA),
 so the hand-written gradient reuses the nodes and values of the forward pass.
 
+**Evaluation (ReLU).** A GD epoch at App. F size costs per-operation dispatch more than arithmetic, so the
+pair terms take a fixed number of array operations whatever the mix of angular rules: the (pair, node)
+entries of all pairs of all configurations form one flat array (a node-major block per bucket, cached until
+a pair changes bucket), and all c-sums are two matrix products: E_c[f(c A_r) g(c A_s)] for every pair, and
+per-neuron moments E_c[c^k Phi], E_c[c^k phi], which also give the c-average of the rho = +-1 closed form
+(it depends on the smaller of c A_r, c A_s only). The kernel is written once against a small table of array
+operations: torch for ``value`` (autograd, the reference of the hand-written gradient) and on other devices,
+numpy (float64, ~4x cheaper dispatch) for ``value_and_grad`` on the CPU.
+
 **Accuracy (ReLU).** Per neuron pair, c-averaged, against scipy/mpmath quadrature over omega in
 [1e-7, pi/2] (both signs of rho, boundary layers (a_r - a_s)^2/omega^2 from 0 to ~4, t from 0.02 to 1,
 uniform / discrete / beta laws including c reaching or crossing 0): absolute error <= 2e-13 sigma_r sigma_s
@@ -69,6 +78,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -340,6 +350,86 @@ def _npdf(x):
     return torch.exp(-0.5 * x * x) / _SQRT_2PI
 
 
+def _through_torch(f):
+    """A torch special function on a float64 numpy array (torch's kernels are vectorised, scipy's are not)."""
+    return lambda x: f(torch.from_numpy(x)).numpy()
+
+
+def _np_put(x, idx, v):
+    x[idx] = v  # x is a fresh intermediate of the kernel
+    return x
+
+
+def _np_scatter(idx, v, n):
+    out = np.zeros((*v.shape[:-1], n))
+    out[..., idx] = v
+    return out
+
+
+# The ReLU kernel is written once against these operations. torch: any device, differentiable (``value``,
+# the autograd reference of the hand-written gradient, and CUDA). numpy: the CPU path of ``value_and_grad``
+# (float64 throughout; per-operation dispatch is ~4x cheaper than torch's on the small arrays of a GD epoch;
+# erf and ndtr are torch's kernels on the same memory). ``stack`` is along a new first axis; ``take`` along
+# the last. ``scatter_add(index, values, n)`` sums ``values`` (..., N) into (..., n); its index is
+# backend-specific (torch: (N,) along the last axis; numpy: flat over all leading axes, for one bincount).
+_TORCH_OPS = SimpleNamespace(
+    name="torch", exp=torch.exp, sqrt=torch.sqrt, log=torch.log, log1p=torch.log1p, expm1=torch.expm1,
+    erf=torch.erf, ndtr=torch.special.ndtr, arccos=torch.arccos, where=torch.where, maximum=torch.maximum,
+    clip=torch.clamp, clip_min=lambda x, lo: x.clamp(min=lo), clip_max=lambda x, hi: x.clamp(max=hi),
+    stack=torch.stack, cat=torch.cat, take=lambda x, i: x.index_select(-1, i),
+    diagonal=lambda G: torch.diagonal(G, dim1=-2, dim2=-1),
+    swap=lambda x: x.transpose(-1, -2), detach=lambda x: x.detach(),
+    bucketize=lambda x, edges: torch.bucketize(x, edges, right=True), differ=lambda a, b: bool((a != b).any()),
+    nonzero=lambda x: x.nonzero().flatten(), put=lambda x, i, v: x.index_put((i,), v),
+    sign=lambda x: torch.where(x < 0, -1.0, torch.ones_like(x)),
+    scatter_add=lambda i, v, n: v.new_zeros((*v.shape[:-1], n)).index_add(-1, i, v),
+    scatter=lambda i, v, n: v.new_zeros((*v.shape[:-1], n)).index_copy(-1, i, v))
+_NUMPY_OPS = SimpleNamespace(
+    name="numpy", exp=np.exp, sqrt=np.sqrt, log=np.log, log1p=np.log1p, expm1=np.expm1,
+    erf=_through_torch(torch.erf), ndtr=_through_torch(torch.special.ndtr), arccos=np.arccos, where=np.where,
+    maximum=np.maximum, clip=lambda x, lo, hi: np.minimum(np.maximum(x, lo), hi), clip_min=np.maximum,
+    clip_max=np.minimum,
+    stack=np.array, cat=np.concatenate, take=lambda x, i: x.take(i, -1), diagonal=lambda G: G.diagonal(0, -2, -1),
+    swap=lambda x: x.swapaxes(-1, -2), detach=lambda x: x,
+    bucketize=lambda x, edges: edges.searchsorted(x, side="right"), differ=lambda a, b: bool((a != b).any()),
+    nonzero=np.flatnonzero, put=_np_put, sign=lambda x: np.copysign(1.0, x),
+    scatter_add=lambda i, v, n: np.bincount(i[: v.size], v.reshape(-1), v.size // v.shape[-1] * n).reshape(
+        *v.shape[:-1], n),
+    scatter=_np_scatter)
+
+
+@dataclass(frozen=True)
+class _PairIndex:
+    """Upper-triangle neuron pairs (r < s) of m neurons and the flat indices the kernel gathers/scatters with."""
+
+    r: object
+    s: object
+    rs: object  # cat(r, s): per-neuron values at both ends of every pair
+    sr: object  # cat(s, r)
+    lin_rs: object  # r m + s in an (m, m) matrix
+    lin_both: object  # cat(r m + s, s m + r)
+    lin_sym: object  # cat(r m + s, s m + r, diagonal): where S is written
+    grad_index: object  # scatter_add index of the directed pair terms (2, C, 2, 2 pairs) -> (2, C, 2, m)
+
+
+@dataclass(frozen=True)
+class _AngularLayout:
+    """The (pair, node) entries of the angular integral, one flat array for all pairs of all configs.
+
+    Pairs are grouped by bucket, each bucket a node-major block (nodes, pairs of the bucket), so the sum over
+    nodes is one reduction per bucket; the blocks are grouped by rule (near | log | far, the far buckets with
+    6-16 nodes side by side). ``segments``: (rule, pair of each entry, static node rows xp = (1 + x)/2,
+    xm = (1 - x)/2, w/2, panel exponent, lower-edge flag). Rebuilt only when a pair changes bucket (rare in GD).
+    """
+
+    buckets: object  # bucket of every pair (the cache key)
+    blocks: tuple  # (first entry, nodes, pairs) of each non-empty bucket
+    unsort: object  # pair order of the block sums -> original order (None: identity)
+    segments: tuple
+    has_near: bool
+    gauss: tuple  # per-entry constants of the c-average (``_ReluEvaluator._gauss_average``)
+
+
 class _ReluEvaluator:
     """Exact loss terms for sigma = relu (see the module docstring for the integral representation)."""
 
@@ -352,209 +442,392 @@ class _ReluEvaluator:
         for p, q in enumerate(quads):  # zero-weight padding: both patches share one shape
             nodes[p], weights[p, : q.nodes.size] = q.nodes[0], q.weights
             nodes[p, : q.nodes.size] = q.nodes
-        t = lambda x: torch.as_tensor(np.asarray(x, dtype=np.float64), device=device)  # noqa: E731
-        self.c_nodes, self.c_weights = t(nodes), t(weights)
+        tab: dict = {"c_nodes": nodes, "c_weights": weights, "c_abs_min": np.array([[q.abs_min] for q in quads])}
         self.uniform = all(q.uniform is not None for q in quads)
         if self.uniform:
             lo, hi = np.array([q.uniform[0] for q in quads]), np.array([q.uniform[1] for q in quads])
             mom = lambda k: (hi ** (k + 1) - lo ** (k + 1)) / ((k + 1) * (hi - lo))  # noqa: E731
             # per rule patch: lo, hi, max c^2, then the series of E exp(-c^2 x^2) and E c^2 exp(-c^2 x^2)
             # in y = -x^2 (used for x^2 max c^2 < 4e-4: 7 terms reach 1e-25)
-            series = [[mom(2 * j)[p] / math.factorial(j) for j in range(7)]
-                      + [mom(2 * j + 2)[p] / math.factorial(j) for j in range(7)] for p in range(2)]
-            self.u_table = t(np.concatenate([np.stack([lo, hi, np.maximum(lo**2, hi**2)], 1), series], 1))
-            self.series_powers = t(np.arange(7.0))
-        self.c_abs_min = t([q.abs_min for q in quads])
-        self.c_abs_max = t([q.abs_max for q in quads])
+            tab["u_series"] = np.array([[[mom(2 * j)[p] / math.factorial(j), mom(2 * j + 2)[p] / math.factorial(j)]
+                                         for j in range(7)] for p in range(2)])  # (patch, power, h / E c^2 ...)
+            self.u_rows = np.stack([lo, hi, np.maximum(lo**2, hi**2)], 1)
+            # c = zeta and 1 - zeta on the same interval (up to the rounding of 1 - zeta): scalar constants
+            self.u_same = bool(np.allclose(self.u_rows[0], self.u_rows[1], rtol=4e-16, atol=0))
+        self._init_moments(nodes, weights, tab)
+        self._init_angular_nodes(angle_scale, tab)
+        alpha, beta = sched.alpha.cpu().numpy(), sched.beta.cpu().numpy()
+        kappa = sched.kappa_rule.cpu().numpy()
+        tab.update(ab=(alpha / beta)[:, None, None], beta2=(beta**2)[:, None, None],
+                   kappa_m1=(kappa - 1)[:, None, None], kappa_p1=(kappa + 1)[:, None, None],
+                   const_rule=sched.const_rule.cpu().numpy())
+        self._tables = {"numpy": SimpleNamespace(**tab), "torch": SimpleNamespace(**{
+            k: (torch.as_tensor(v, dtype=DTYPE, device=device) if isinstance(v, np.ndarray) else
+                {name: tuple(torch.as_tensor(a, device=device) for a in w) for name, w in v.items()})
+            for k, v in tab.items()})}
         zj, wj = data.zeta.quadrature(zeta_order)
+        t = lambda x: torch.as_tensor(np.asarray(x, dtype=np.float64), device=device)  # noqa: E731
+        self.c_nodes, self.c_weights = t(nodes), t(weights)
         self.joint_nodes, self.joint_weights = t(np.stack([zj, 1 - zj])), t(wj)
-        self.buckets = [(om, rule, *map(t, np.polynomial.legendre.leggauss(k * angle_scale)))
-                        for om, rule, k in _BUCKETS]
-        self.near_x, self.near_w = map(t, np.polynomial.legendre.leggauss(_NEAR_NODES * angle_scale))
-        self._index_cache: dict = {}
+        self._pair_cache: dict = {}
+        self._layouts: dict = {}
 
-    # -- E_c exp(-c^2 Q / 2) and its Q-derivative, per pair (patch index per element) --------------------
-    def _gauss_average(self, Q, patch):
-        """h(Q) = E_c exp(-c^2 Q/2) and h'(Q) = -E_c[c^2 exp(-c^2 Q/2)]/2; Q (n, K), patch (n,)."""
+    def _init_moments(self, nodes, weights, tab):
+        """Weights of the c-sums, done by two matrix products per evaluation.
+
+        Channels (left factor, right factor): Ebar = E_c[Eu_r Eu_s], Pbar = E_c[Phi_r Phi_s], Z = E_c[c Phi_r
+        Eu_s] = dEbar/dA_r, Y = E_c[c phi_r Phi_s] = dPbar/dA_r. The same left factors against columns E_q(c)
+        give the per-neuron moments E_c[Phi E_q] (channel 1), E_c[c phi E_q] (channel 3) and E_c[Eu]
+        (channel 0). Columns: 1, c, c^2, then 1_X, c^2 1_X for each sign set X of c that the rho = +-1 closed
+        form needs when c is not positive on the whole support."""
+        c, w = nodes, weights
+        live = w > 0
+        cols = [np.ones_like(c), c, c**2]
+        if bool((live & (c <= 0)).any()):
+            self.sign_sets = {}
+            for name, mask in (("ge", c >= 0), ("gt", c > 0), ("lt", c < 0)):
+                if bool((live & mask).any()):
+                    self.sign_sets[name] = (len(cols), len(cols) + 1)
+                    cols += [mask.astype(np.float64), c**2 * mask]
+        else:  # c > 0 on the support: every set is the whole quadrature
+            self.sign_sets = {"ge": (0, 2), "gt": (0, 2)}
+        E = np.stack(cols, -1)  # (2, nc, q)
+        chan_w = np.stack([w, w, c * w, c * w])[:, None, :, :, None]  # (4, 1, 2, nc, 1)
+        tab["right_w"], tab["right_ext"] = chan_w, chan_w * E  # (4, 1, 2, nc, 1), (4, 1, 2, nc, q)
+        # E_c[1_X], E_c[c^2 1_X] per patch: the constant terms of the rho -> -1 closed form
+        tab["set_weights"] = {name: ((w * E[..., i]).sum(-1)[:, None], (w * E[..., j]).sum(-1)[:, None])
+                              for name, (i, j) in self.sign_sets.items()}
+        # rows of the per-neuron gather holding (E[Phi 1_X], E[c^2 Phi 1_X], E[c phi 1_X]) of each set
+        self.set_cols = sorted(set(self.sign_sets.values()))
+        self.set_rows = {name: 3 + 3 * self.set_cols.index(ij) for name, ij in self.sign_sets.items()}
+
+    def _init_angular_nodes(self, angle_scale: int, tab):
+        """Concatenated Gauss-Legendre tables of the buckets; bucket 0 = near, then by increasing omega."""
+        edges = [om for om, _, _ in reversed(_BUCKETS)]
+        assert edges[0] == _OMEGA_NEAR
+        tab["omega_edges"] = np.array(edges)
+        rules = ["near"] + [rule for _, rule, _ in reversed(_BUCKETS)]
+        assert rules[1] == "log" and all(rule == "far" for rule in rules[2:])
+        rows, counts = [], []
+        x, w = np.polynomial.legendre.leggauss(_NEAR_NODES * angle_scale)
+        for k in range(_NEAR_PANELS):  # panel k = [T g^-(4-k), T g^-(3-k)] (panel 0 starts at 0)
+            rows.append(np.stack([(1 + x) / 2, (1 - x) / 2, w / 2, np.full_like(x, _NEAR_PANELS - 1 - k),
+                                  np.full_like(x, float(k > 0))]))
+        counts.append(_NEAR_PANELS * x.size)
+        for _, _, k in reversed(_BUCKETS):
+            x, w = np.polynomial.legendre.leggauss(k * angle_scale)
+            rows.append(np.stack([(1 + x) / 2, (1 - x) / 2, w / 2, np.zeros_like(x), np.zeros_like(x)]))
+            counts.append(x.size)
+        self.node_table = np.concatenate(rows, 1)  # (5, total nodes)
+        self.k_table = np.array(counts)
+        self.k_offset = np.concatenate([[0], np.cumsum(counts)[:-1]])
+
+    def _as(self, ops, x):
+        return x if ops.name == "numpy" else torch.as_tensor(x, device=self.device)
+
+    def _pairs(self, ops, C: int, m: int) -> _PairIndex:
+        key = (ops.name, C, m)
+        if key not in self._pair_cache:
+            r, s = np.triu_indices(m, 1)
+            rs = np.concatenate([r, s])
+            grad = rs if ops.name == "torch" else (rs + m * np.arange(C * 4)[:, None]).ravel()
+            lin = np.concatenate([r * m + s, s * m + r])
+            idx = (r, s, rs, np.concatenate([s, r]), r * m + s, lin, np.concatenate([lin, np.arange(m) * (m + 1)]),
+                   grad)
+            self._pair_cache[key] = _PairIndex(*(self._as(ops, v) for v in idx))
+        return self._pair_cache[key]
+
+    # -- the flat (pair, node) layout of the angular integral --------------------------------------------
+    def _angular_layout(self, ops, buckets, n_pp: int) -> _AngularLayout:
+        lay = self._layouts.get(ops.name)
+        if lay is not None and lay.buckets.shape == buckets.shape and not ops.differ(lay.buckets, buckets):
+            return lay
+        b = buckets if ops.name == "numpy" else buckets.cpu().numpy()
+        perm = np.argsort(b, kind="stable")
+        counts = np.bincount(b, minlength=self.k_table.size)
+        pair_blocks, node_blocks, blocks, first = [], [], [], 0
+        for j in np.flatnonzero(counts):  # node-major: entry (k, i) of bucket j is node k of its i-th pair
+            pairs = perm[counts[:j].sum():counts[: j + 1].sum()]
+            k = int(self.k_table[j])
+            pair_blocks.append(np.tile(pairs, k))
+            node_blocks.append(np.repeat(self.node_table[:, self.k_offset[j]:self.k_offset[j] + k], pairs.size, 1))
+            blocks.append((first, k, pairs.size))
+            first += k * pairs.size
+        entry_pair, table = np.concatenate(pair_blocks), np.concatenate(node_blocks, 1)
+        sizes = counts * self.k_table
+        ends = np.cumsum([sizes[0], sizes[1], sizes[2:].sum()])
+        segments = tuple((rule, self._as(ops, entry_pair[a:e]), tuple(self._as(ops, v.copy()) for v in table[:, a:e]))
+                         for rule, a, e in zip(("near", "log", "far"), (0, *ends[:2]), ends) if e > a)
+        unsort = None if np.array_equal(perm, np.arange(perm.size)) else self._as(ops, np.argsort(perm))
+        patch = (entry_pair // n_pp) % 2
         if not self.uniform:
-            c2 = (self.c_nodes**2)[patch][:, None, :]  # (n, 1, nc)
-            w = self.c_weights[patch][:, None, :]
-            e = torch.exp(-0.5 * Q[..., None] * c2) * w
-            return e.sum(-1), -0.5 * (e * c2).sum(-1)
-        table = self.u_table[patch]  # (n, 3 + 14): lo, hi, max c^2, series coefficients of h and m2
-        lo, hi, cmax2 = table[:, 0:1], table[:, 1:2], table[:, 2:3]
-        x2 = 0.5 * Q
-        small = x2 * cmax2 < 4e-4
-        any_small = bool(small.any())
-        x2s = torch.where(small, 1.0, x2) if any_small else x2
-        xs = torch.sqrt(x2s)
-        h = (math.sqrt(math.pi) / 2) * (torch.erf(hi * xs) - torch.erf(lo * xs)) / (xs * (hi - lo))
-        edge = lo * torch.exp(-lo * lo * x2s) - hi * torch.exp(-hi * hi * x2s)
-        m2 = (edge + h * (hi - lo)) / (2 * x2s * (hi - lo))  # E[c^2 exp(-c^2 x^2)], by parts
-        if any_small:  # the closed forms cancel for x |c| << 1: Taylor series in y = -x^2 there (7 terms)
-            powers = (-x2)[..., None] ** self.series_powers  # (n, K, 7)
-            series = powers @ table[:, 3:].reshape(-1, 2, 7).transpose(-1, -2)  # (n, K, 2)
-            h, m2 = torch.where(small, series[..., 0], h), torch.where(small, series[..., 1], m2)
-        return h, -0.5 * m2
+            gauss = (self.c_nodes.cpu().numpy()[patch] ** 2, self.c_weights.cpu().numpy()[patch])
+        else:
+            lo, hi, cmax2 = self.u_rows[0] if self.u_same else self.u_rows[patch].T.copy()
+            span = hi - lo  # E exp(-c^2 x^2) = sqrt(pi)/2 (erf(hi x) - erf(lo x)) / (x span), by parts for c^2
+            gauss = (4e-4 / cmax2, lo, hi, -lo * lo, -hi * hi, span, math.sqrt(math.pi) / (2 * span), -0.25 / span,
+                     patch)
+            if self.u_same:
+                gauss = tuple(float(v) for v in gauss[:-1])
+        gauss = tuple(self._as(ops, v) if isinstance(v, np.ndarray) else v for v in gauss)
+        lay = _AngularLayout(buckets, tuple(blocks), unsort, segments, bool(sizes[0]), gauss)
+        self._layouts[ops.name] = lay
+        return lay
 
-    def _angular_bucket(self, r, A, B, patch, rule: str, x, w):
-        """The angular integral I over one bucket of pairs (1-D inputs) and dI/dr, dI/dA, dI/dB.
+    # -- E_c exp(-c^2 x2) and its derivative in Q = 2 x2, per entry --------------------------------------
+    def _gauss_average(self, ops, K, lay: _AngularLayout, x2, partials: bool):
+        """h = E_c exp(-c^2 Q/2) and (with ``partials``) h' = dh/dQ = -E_c[c^2 exp(-c^2 Q/2)]/2, x2 = Q/2."""
+        if not self.uniform:
+            c2, w = lay.gauss
+            e = ops.exp(-x2[:, None] * c2) * w
+            return e.sum(-1), (-0.5 * (e * c2).sum(-1) if partials else None)
+        small_x2, lo, hi, mlo2, mhi2, span, k_h, k_hp = lay.gauss[:8]
+        small = x2 < small_x2
+        any_small = bool(small.any())
+        x2s = ops.where(small, 1.0, x2) if any_small else x2
+        xs = ops.sqrt(x2s)
+        h = (ops.erf(hi * xs) - ops.erf(lo * xs)) * (k_h / xs)
+        hp = None
+        if partials:  # -E[c^2 exp(-c^2 x^2)] / 2, by parts
+            hp = (lo * ops.exp(mlo2 * x2s) - hi * ops.exp(mhi2 * x2s) + h * span) * (k_hp / x2s)
+        if any_small:  # the closed forms cancel for x |c| << 1: Taylor series in y = -x^2 there (7 terms)
+            idx = ops.nonzero(small)
+            y = -x2[idx]
+            y2 = y * y
+            y3 = y2 * y
+            powers = ops.swap(ops.stack([y, y2, y3, y2 * y2, y3 * y2, y3 * y3]))  # y, ..., y^6
+            if self.u_same:
+                series = K.u_series[0, 0] + powers @ K.u_series[0, 1:]
+            else:
+                coef = K.u_series[lay.gauss[8][idx]]  # (n, 7, 2)
+                series = coef[:, 0] + (powers[:, :, None] * coef[:, 1:]).sum(1)
+            h = ops.put(h, idx, series[:, 0])
+            if partials:
+                hp = ops.put(hp, idx, -0.5 * series[:, 1])
+        return h, hp
+
+    def _angular(self, ops, K, r, A, B, partials: bool):
+        """The angular integral I per pair and dI/dr, dI/dA, dI/dB; inputs (C, 2, pairs).
 
         far/log: I = int_0^r (r - tau) E_c phi_2(cA, cB; tau) dtau, tau = sin theta, t = tan(theta/2)
         (log: in y = -log(1 - t)); near: I = int_r^1 (tau - r) E_c phi_2 dtau, tau = cos theta,
         t = tan(theta/2) on four graded panels towards the layer at t ~ c |A - B| / 2. dI/dr is Price's
         identity (the same integral without (r - tau)); dI/dA, dI/dB follow from
-        dQ/dA = 2 (A - B tau) / (1 - tau^2).
+        dQ/dA = 2 (A - B tau) / (1 - tau^2). All pairs of all rules are evaluated in one flat array.
         """
-        rm, rp = (1 - r)[:, None], (1 + r)[:, None]
+        shape = r.shape
+        n_pairs = math.prod(shape)
+        buckets = ops.bucketize(ops.arccos(ops.detach(r)), K.omega_edges).reshape(-1)
+        lay = self._angular_layout(ops, buckets, shape[-1])
+        rp = 1 + r
+        sq = ops.sqrt((1 - r) * rp)
         dA = A - B
-        if rule == "near":
-            T = torch.sqrt(rm * rp) / rp  # tan(omega / 2)
-            t_min = torch.maximum(self.c_abs_min[patch][:, None] * dA.abs()[:, None] / 4, T * 1e-6)
-            g = (T / t_min).pow(1.0 / (_NEAR_PANELS - 1)).clamp(2.0, 100.0)
-            edges = torch.cat([torch.zeros_like(T)] + [T / g**k for k in range(_NEAR_PANELS - 1, -1, -1)], -1)
-            lo, hi = edges[:, :-1, None], edges[:, 1:, None]
-            t = (lo + (hi - lo) * (1 + x) / 2).flatten(1)
-            wt = ((hi - lo) * w / 2).flatten(1)
-            u = 1 + t * t
-            tau, omt, omt2 = (1 - t * t) / u, 2 * t * t / u, (2 * t / u) ** 2
-            gap = 2 * (T - t) * (T + t) / ((1 + T * T) * u)
-            sign = -1.0
-        else:
-            T = r[:, None] / (1 + torch.sqrt(rm * rp))  # tan(asin(r) / 2)
-            if rule == "log":
-                Y = -torch.log1p(-T)
-                y = Y * (1 + x) / 2
-                one_m_t = torch.exp(-y)  # 1 - t, exact
-                t = 1 - one_m_t
-                wt = Y * w / 2 * one_m_t  # dt = (1 - t) dy
-                T_m_t = one_m_t - (1 - T)
+        q2, q1 = 0.5 * dA * dA, A * B  # Q / 2 = (q2 + q1 (1 - tau)) / (1 - tau^2)
+        T_far = r / (1 + sq)  # tan(asin(r) / 2)
+        if lay.has_near:
+            T_near = sq / rp  # tan(omega / 2)
+            t_min = ops.maximum(K.c_abs_min * abs(dA) * 0.25, T_near * 1e-6)
+            log_g = ops.clip(ops.log(T_near / t_min) * (1 / 3), math.log(2.0), math.log(100.0))  # panel ratio g
+
+        def gather(*cols, pair):
+            return ops.take(ops.stack(cols).reshape(len(cols), n_pairs), pair)
+
+        parts = []
+        for rule, pair, (xp_, xm_, wh_, expo, lower) in lay.segments:
+            if rule == "near":
+                T, lg, a2, a1 = gather(T_near, log_g, q2, q1, pair=pair)
+                e = expo * lg
+                hi = T * ops.exp(-e)  # upper panel edge T g^-expo
+                span = hi - lower * hi * ops.exp(-lg)
+                t = hi - span * xm_
+                wt = span * wh_
+                T_m_t = span * xm_ - T * ops.expm1(-e)
+                tt = t * t
+                u = 1 + tt
+                iu = 1 / u
+                tau, omt, v = (1 - tt) * iu, 2 * tt * iu, 0.5 * u / t  # v = 1 / (1 - tau^2)^(1/2)
+                gap = T_m_t * (T + t) * iu  # (tau - r) (1 + T^2) / 2
             else:
-                t = T * (1 + x) / 2
-                one_m_t, wt, T_m_t = 1 - t, T * w / 2, T * (1 - x) / 2
-            u = 1 + t * t
-            tau, omt, omt2 = 2 * t / u, one_m_t**2 / u, (one_m_t * (1 + t) / u) ** 2
-            gap = 2 * T_m_t * (1 - T * t) / ((1 + T * T) * u)
-            sign = 1.0
-        wt = wt * 2 / u / (2 * math.pi)  # d theta = 2 dt / (1 + t^2); 1 / (2 pi) of phi_2
-        Q = ((dA * dA)[:, None] + (2 * A * B)[:, None] * omt) / omt2
-        h, hp = self._gauss_average(Q.clamp(min=0.0), patch)
-        wh = wt * h
-        I = (wh * gap).sum(-1)
-        I_r = sign * wh.sum(-1)
-        whp = wt * gap * hp * 2 / omt2
-        s0, s1 = whp.sum(-1), (whp * tau).sum(-1)
-        return I, I_r, A * s0 - B * s1, B * s0 - A * s1
+                if rule == "log":
+                    S, T, a2, a1 = gather(-ops.log1p(-T_far), T_far, q2, q1, pair=pair)
+                    one_m_t = ops.exp(-(S * xp_))  # 1 - t, exact
+                    t = 1 - one_m_t
+                    wt = S * wh_ * one_m_t  # dt = (1 - t) dy
+                    T_m_t = one_m_t - (1 - T)
+                    p = one_m_t * (1 + t)
+                else:
+                    T, a2, a1 = gather(T_far, q2, q1, pair=pair)
+                    t = T * xp_
+                    one_m_t, wt, T_m_t = 1 - t, T * wh_, T * xm_
+                tt = t * t
+                u = 1 + tt
+                iu = 1 / u
+                tau, omt = 2 * t * iu, one_m_t * one_m_t * iu
+                v = u / (p if rule == "log" else 1 - tt)
+                gap = T_m_t * (1 - T * t) * iu  # (r - tau) (1 + T^2) / 2
+            v2 = v * v
+            x2 = ops.clip_min((a2 + a1 * omt) * v2, 0.0)
+            parts.append((wt * iu, gap, tau, x2, v2))  # d theta = 2 dt / (1 + t^2)
+        wq, gap, tau, x2, v2 = (ops.cat(v, 0) if len(parts) > 1 else v[0] for v in zip(*parts))
+        h, hp = self._gauss_average(ops, K, lay, x2, partials)
+        g1 = wq * h
+        if partials:
+            g2 = wq * gap * hp * v2
+            rows = [g1 * gap, g1, g2, g2 * tau]
+        else:
+            rows = [g1 * gap]
+        if len(lay.blocks) == 1:  # sums over the nodes of each pair
+            _, k, n = lay.blocks[0]
+            sums = ops.stack([v.reshape(k, n).sum(0) for v in rows])
+        else:
+            rows = ops.stack(rows)
+            sums = ops.cat([rows[:, a:a + k * n].reshape(len(rows), k, n).sum(1) for a, k, n in lay.blocks], -1)
+        if lay.unsort is not None:
+            sums = ops.take(sums, lay.unsort)
+        sums = sums.reshape(len(rows), *shape)
+        near = (lay.buckets == 0).reshape(shape) if lay.has_near else None
+        T = ops.where(near, T_near, T_far) if lay.has_near else T_far
+        f2 = (2 / math.pi) / (1 + T * T)  # 1 / (2 pi) of phi_2, 2 / (1 + T^2) of the gap, 2 of d theta
+        I = f2 * sums[0]
+        if not partials:
+            return I, near
+        I_r = sums[1] * (1 / math.pi)
+        if lay.has_near:
+            I_r = ops.where(near, -I_r, I_r)
+        f4 = 2 * f2
+        s0, s1 = f4 * sums[2], f4 * sums[3]
+        return I, near, I_r, A * s0 - B * s1, B * s0 - A * s1
 
-    def _angular(self, r, A, B, patch, near):
-        """I and partials for all pairs (1-D), bucketed by rule and number of nodes."""
-        omega = torch.arccos(r)
-        rest = ~near
-        groups = [(near, "near", self.near_x, self.near_w)]
-        for om, rule, x, w in self.buckets:
-            sel = rest & (omega >= om)
-            rest = rest & ~sel
-            groups.append((sel, rule, x, w))
-        out = [torch.zeros_like(r) for _ in range(4)]
-        for sel, rule, x, w in groups:
-            idx = sel.nonzero().flatten()
-            if idx.numel() == 0:
+    def _near_base(self, ops, K, rho, sgn, Ar, As, Mr, Ms, partials: bool):
+        """E_c of the rho = +-1 closed form of E[relu relu] per unit sigma_r sigma_s, per pair.
+
+        rho -> +1: E[(X + a)_+ (X + b)_+] - gap Phi(min) = (1 + ab - gap) Phi(min) + max phi(min); for c > 0
+        the minimum is c min(A_r, A_s), so the c-average combines the per-neuron moments E_c[Phi],
+        E_c[c^2 Phi], E_c[c phi] of one neuron (``Mr``/``Ms``: sign set -> (3, C, 2, pairs) at r / s).
+        rho -> -1: (gap - 1 - ab)(Phi(a) - Phi(b)) + a phi(b) - b phi(a) where a > b (b = -c A_s), i.e. over
+        c of the sign of A_r + A_s. Returns the value and, with ``partials``, d/drho, d/dA_r, d/dA_s."""
+        gap = 1 - abs(rho)
+        r_low = Ar < As
+        AA = Ar * As
+        plus, minus = [0.0] * 4, [0.0] * 4  # value, d/dgap, d/dA_r, d/dA_s
+        for name, r_sel in (("ge", r_low), ("lt", ~r_low)):  # c >= 0: the smaller A; c < 0: the larger
+            if name not in self.sign_sets:
                 continue
-            if idx.numel() == r.numel():
-                return self._angular_bucket(r, A, B, patch, rule, x, w)
-            res = self._angular_bucket(r[idx], A[idx], B[idx], patch[idx], rule, x, w)
-            out = [o.index_put((idx,), v) for o, v in zip(out, res)]
-        return tuple(out)
+            M0, M2, M1 = ops.where(r_sel, Mr[name], Ms[name])
+            a_sel, a_oth = ops.where(r_sel, Ar, As), ops.where(r_sel, As, Ar)
+            d_sel, d_oth = (1 - gap) * M1 + a_oth * M2, a_sel * M2 + M1
+            terms = ((1 - gap) * M0 + AA * M2 + a_oth * M1, -M0,
+                     ops.where(r_sel, d_sel, d_oth), ops.where(r_sel, d_oth, d_sel))
+            plus = [p + v for p, v in zip(plus, terms)]
+        for name, side in (("gt", 1.0), ("lt", -1.0)):
+            if name not in self.sign_sets:
+                continue
+            (M0r, M2r, M1r), (M0s, M2s, M1s) = Mr[name], Ms[name]
+            W0, W2 = K.set_weights[name]
+            P0, P2 = M0r + M0s - W0, M2r + M2s - W2
+            active = (Ar + As) * side > 0
+            terms = ((gap - 1) * P0 + AA * P2 + Ar * M1s + As * M1r, P0,
+                     (gap - 1) * M1r + As * P2 + M1s, (gap - 1) * M1s + Ar * P2 + M1r)
+            minus = [mi + ops.where(active, v, 0.0) for mi, v in zip(minus, terms)]
+        neg = rho < 0
+        out = [ops.where(neg, mi, pl) for pl, mi in zip(plus, minus)]
+        return (out[0], -sgn * out[1], out[2], out[3]) if partials else out[0]
 
-    def _near_base(self, rho, a_r, a_s, patch):
-        """E_c of the rho = +-1 expansion of E[relu relu] per unit sigma_r sigma_s (1-D pair inputs)."""
-        c, w = self.c_nodes[patch], self.c_weights[patch]  # (n, nc)
-        sgn = torch.where(rho < 0, -torch.ones_like(rho), torch.ones_like(rho))[:, None]
-        gap = (1 - rho.abs())[:, None]
-        a = c * a_r[:, None]
-        b = c * a_s[:, None] * sgn  # b' = sign(rho) a_s
-        Pa, pa, Pb, pb = torch.special.ndtr(a), _npdf(a), torch.special.ndtr(b), _npdf(b)
-        lower = a < b
-        Pm, pm = torch.where(lower, Pa, Pb), torch.where(lower, pa, pb)
-        plus = (1 + a * b) * Pm + torch.maximum(a, b) * pm - gap * Pm  # rho -> +1, b = a_s
-        dP = Pa - Pb
-        minus = torch.where(a > b, (gap - 1 - a * b) * dP + a * pb - b * pa, torch.zeros_like(dP))  # b = -a_s
-        return (w * torch.where(sgn > 0, plus, minus)).sum(-1)
-
-    def _pair_index(self, C: int, m: int, device):
-        """Upper-triangle neuron pairs (r < s) and the rule-patch index of each flattened (C, 2, pair)."""
-        key = (C, m, str(device))
-        if key not in self._index_cache:
-            iu = torch.triu_indices(m, m, 1, device=device)
-            patch = torch.arange(2, device=device)[None, :, None].expand(C, 2, iu.shape[1]).flatten()
-            self._index_cache[key] = (iu[0], iu[1], patch)
-        return self._index_cache[key]
-
-    def _rule(self, G, gamma, partials: bool):
+    def _rule(self, G, gamma, partials: bool, ops=_TORCH_OPS):
         """Univariate and pairwise expectations of the two rule patches; with ``partials`` also the
         derivatives of the pair values U in (rho, A_r, A_s) needed by the hand-written gradient."""
+        K = self._tables[ops.name]
         C, _, m, _ = G.shape
-        alpha, beta = self.sched.alpha[:, None, None], self.sched.beta[:, None, None]
-        D = torch.diagonal(G, dim1=-2, dim2=-1)
+        D = ops.diagonal(G)
         pos = D > 0
-        n = torch.sqrt(torch.where(pos, D, torch.ones_like(D)))
-        A = torch.where(pos, alpha * gamma / (beta * n), torch.zeros_like(D))
-        w = self.c_weights[None, :, :, None]
-        cw = (self.c_nodes * self.c_weights)[None, :, :, None]
-        a = self.c_nodes[None, :, :, None] * A[:, :, None, :]  # (C, 2, nc, m)
-        Phi, phi = torch.special.ndtr(a), _npdf(a)
+        n = ops.sqrt(ops.where(pos, D, 1.0))
+        A = ops.where(pos, K.ab * gamma / n, 0.0)
+        a = K.c_nodes[:, :, None] * A[:, :, None, :]  # (C, 2, nc, m)
+        Phi, phi = ops.ndtr(a), ops.exp(a * a * -0.5) * (1 / _SQRT_2PI)
         Eu = a * Phi + phi  # E relu(z) / sigma
-        st = {"D": D, "n": n, "A": A, "pos": pos, "Eu": Eu, "a": a, "Phi": Phi, "phi": phi}
-        st["e2"] = (w * ((1 + a * a) * Phi + a * phi)).sum(2)  # E_c E[relu^2] / sigma^2
-        r, s, patch = self._pair_index(C, m, G.device)
-        st["r"], st["s"] = r, s
-        nn = n[..., r] * n[..., s] * (pos[..., r] & pos[..., s])
-        safe = torch.where(nn > 0, nn, torch.ones_like(nn))
-        rho = torch.where(nn > 0, G[..., r, s] / safe, torch.zeros_like(nn)).clamp(-1.0, 1.0)
-        st["rho"], st["nn"] = rho, nn
-        if partials:
-            st["de2"] = (cw * 2 * Eu).sum(2)
-        if r.numel() == 0:
-            st["U"] = rho
+        # the c-sums: channels Ebar, Pbar, Z, Y of every pair, and the per-neuron moments
+        left = ops.swap(ops.stack([Eu, Phi, Phi, phi]))  # (4, C, 2, m, nc)
+        M = left @ (ops.stack([Eu, Phi, Eu, Phi]) * K.right_w)  # (4, C, 2, m, m)
+        mom = left @ K.right_ext  # (4, C, 2, m, q)
+        MP0, MP2, Mp1 = mom[1, ..., 0], mom[1, ..., 2], mom[3, ..., 0]
+        AM2p = A * MP2 + Mp1
+        st = {"D": D, "n": n, "A": A, "pos": pos, "MP0": MP0, "MP2": MP2, "Mp1": Mp1, "AM2p": AM2p,
+              "Eu_mean": mom[0, ..., 0], "e2": MP0 + A * AM2p}  # e2 = E_c E[relu^2] / sigma^2
+        pi = self._pairs(ops, C, m)
+        st["pairs"] = pi
+        n_pp = m * (m - 1) // 2
+        if n_pp == 0:
+            st["nn"] = st["U"] = st["Grs"] = D[..., :0]
             return st
-        Ebar = (w * Eu).transpose(-1, -2) @ Eu
-        Pbar = (w * Phi).transpose(-1, -2) @ Phi
-        sgn = torch.where(rho < 0, -torch.ones_like(rho), torch.ones_like(rho))
-        r_abs = rho.abs().clamp(max=_RHO_MAX)
-        Ar, As = A[..., r], A[..., s]
-        Bp = sgn * As
-        omega = torch.arccos(r_abs)
-        near = omega < _OMEGA_NEAR
-        shape = rho.shape
-        I, I_r, I_A, I_B = (v.reshape(shape) for v in self._angular(
-            r_abs.flatten(), Ar.flatten(), Bp.flatten(), patch, near.flatten()))
-        U = Ebar[..., r, s] + rho * Pbar[..., r, s] + I
+        per_neuron = [n, n * pos, A]
+        for i, j in self.set_cols:
+            per_neuron += [mom[1, ..., i], mom[1, ..., j], mom[3, ..., i]]
+        at = ops.take(ops.stack(per_neuron), pi.rs)  # (k, C, 2, 2 pairs): at r, then at s
+        Grs = ops.take(G.reshape(C, 2, m * m), pi.lin_rs)
+        pm = ops.take(M.reshape(4, C, 2, m * m), pi.lin_both)  # (4, C, 2, 2 pairs): (r, s), then (s, r)
+        n_r, n_s, Ar, As = at[0, ..., :n_pp], at[0, ..., n_pp:], at[2, ..., :n_pp], at[2, ..., n_pp:]
+        rho = ops.clip(Grs / (n_r * n_s), -1.0, 1.0)  # G_rs = 0 when w_r = 0 (n = 1 there)
+        sgn = ops.sign(rho)  # (+1 at rho = 0: the angular integral is 0 there)
+        out = self._angular(ops, K, ops.clip_max(abs(rho), _RHO_MAX), Ar, sgn * As, partials)
+        I, near = out[:2]
+        Pbar = pm[1, ..., :n_pp]
+        U = pm[0, ..., :n_pp] + rho * Pbar
         if partials:
-            Z = (cw * Phi).transpose(-1, -2) @ Eu  # d Ebar_rs / dA_r = Z[r, s]
-            Y = (cw * phi).transpose(-1, -2) @ Phi  # d Pbar_rs / dA_r = Y[r, s]
-            U_rho = Pbar[..., r, s] + sgn * I_r
-            U_Ar = Z[..., r, s] + rho * Y[..., r, s] + I_A
-            U_As = Z[..., s, r] + rho * Y[..., s, r] + sgn * I_B
-        if bool(near.any()):
-            idx = near.flatten().nonzero().flatten()
-            args = [v.flatten()[idx] for v in (rho, Ar, As)]
-            pidx = patch[idx]
+            I_r, I_A, I_B = out[2:]
+            U_rho, U_Ar = Pbar, pm[2, ..., :n_pp] + rho * pm[3, ..., :n_pp]
+            U_As = pm[2, ..., n_pp:] + rho * pm[3, ..., n_pp:]
+        if near is not None:  # omega < 1e-3: the closed form at rho = +-1 replaces Ebar + rho Pbar
+            Mr = {name: at[j:j + 3, ..., :n_pp] for name, j in self.set_rows.items()}
+            Ms = {name: at[j:j + 3, ..., n_pp:] for name, j in self.set_rows.items()}
+            base = self._near_base(ops, K, rho, sgn, Ar, As, Mr, Ms, partials)
             if partials:
-                with torch.inference_mode(False), torch.enable_grad():  # a local autograd graph
-                    leaves = [v.detach().clone().requires_grad_(True) for v in args]
-                    base = self._near_base(*leaves, pidx.clone())
-                    grads = torch.autograd.grad(base.sum(), leaves)
-                fix = [v.flatten().index_put((idx,), g + o.flatten()[idx]) for v, g, o in zip(
-                    (U_rho, U_Ar, U_As), grads, (sgn * I_r, I_A, sgn * I_B))]
-                U_rho, U_Ar, U_As = (v.reshape(shape) for v in fix)
-                base = base.detach()
-            else:
-                base = self._near_base(*args, pidx)
-            U = U.flatten().index_put((idx,), base + I.flatten()[idx]).reshape(shape)
-        st["U"] = U
+                base, b_rho, b_Ar, b_As = base
+                U_rho, U_Ar, U_As = (ops.where(near, bv, v) for bv, v in ((b_rho, U_rho), (b_Ar, U_Ar), (b_As, U_As)))
+            U = ops.where(near, base, U)
+        st.update(nn=at[1, ..., :n_pp] * at[1, ..., n_pp:], rho=rho, Grs=Grs, U=U + I)
         if partials:
-            st["U_rho"], st["U_Ar"], st["U_As"] = U_rho, U_Ar, U_As
+            st["U_rho"], st["U_Ar"], st["U_As"] = U_rho + sgn * I_r, U_Ar + I_A, U_As + sgn * I_B
         return st
+
+    def _rule_value_and_grad(self, G, gamma, ops):
+        """The two rule patches: (C, 2) losses, S (C, 2, m, m), dL/dgamma (C, 2, m), in the arrays of ``ops``."""
+        K = self._tables[ops.name]
+        C, _, m, _ = G.shape
+        st = self._rule(G, gamma, True, ops)
+        beta2, ab = K.beta2, K.ab
+        D, n, A, pos, e2 = st["D"], st["n"], st["A"], st["pos"], st["e2"]
+        X = e2 + K.kappa_m1 * st["MP0"]  # E_c[a Eu + kappa2 Phi]
+        AM2 = A * st["MP2"]
+        dX = 2 * AM2 + K.kappa_p1 * st["Mp1"]  # dX/dA
+        b2DD = beta2 * D * D
+        loss = (b2DD * e2 - 2 * D * X).sum(-1) + K.const_rule
+        # per-neuron derivatives in n_r (holding gamma) and gamma_r; A_r = (alpha/beta) gamma_r / n_r
+        H = (2 * D * dX - b2DD * 2 * st["AM2p"]) / n  # de2/dA = 2 (A E[c^2 Phi] + E[c phi])
+        g_n = 4 * n * (beta2 * D * e2 - X) + H * A
+        g_gamma = -H * ab
+        n_pp = m * (m - 1) // 2
+        if n_pp:
+            Grs, nn, U, rho, U_rho, pi = st["Grs"], st["nn"], st["U"], st["rho"], st["U_rho"], st["pairs"]
+            loss = loss + 2 * beta2[..., 0] * (Grs * nn * U).sum(-1)
+            coef = 2 * beta2 * Grs  # d/dU of the pair term 2 beta^2 G_rs n_r n_s U
+            S_half = beta2 * (nn * U + Grs * U_rho)  # d/dG_rs (rho depends on it), halved
+            base = coef * (U - rho * U_rho)
+            # directed pairs (self, other) = (r, s), (s, r): both gradients scattered to "self" in one sum
+            split = (C, 2, 2, n_pp)
+            n_other = ops.take(n, pi.sr).reshape(split)
+            A_self = ops.take(A, pi.rs).reshape(split)
+            U_A = ops.cat([st["U_Ar"], st["U_As"]], -1).reshape(split)
+            cn = coef[:, :, None] * n_other
+            terms = ops.stack([base[:, :, None] * n_other - cn * A_self * U_A, cn * U_A])
+            acc = ops.scatter_add(pi.grad_index, terms.reshape(2, C, 2, 2 * n_pp), m)
+            g_n, g_gamma = g_n + acc[0], g_gamma + acc[1] * ab
+        g_n, g_gamma = g_n * pos, g_gamma * pos
+        diag = g_n / (2 * n)  # dD = 2 n dn
+        if n_pp:
+            S = ops.scatter(st["pairs"].lin_sym, ops.cat([S_half, S_half, diag], -1), m * m).reshape(C, 2, m, m)
+        else:
+            S = diag[..., None] * np.eye(m) if ops.name == "numpy" else torch.diag_embed(diag)
+        return loss, S, g_gamma
 
     def _noise(self, G):
         """Patches p >= 3: z ~ N(0, s^2 G); E[relu relu] = s^2 n_r n_s J / (2 pi),
@@ -563,7 +836,8 @@ class _ReluEvaluator:
         D = torch.diagonal(G, dim1=-2, dim2=-1)
         pos = D > 0
         n = torch.sqrt(torch.where(pos, D, torch.ones_like(D)))
-        r, s = self._pair_index(G.shape[0], m, G.device)[:2]
+        pi = self._pairs(_TORCH_OPS, G.shape[0], m)
+        r, s = pi.r, pi.s
         nn = n[..., r] * n[..., s] * (pos[..., r] & pos[..., s])
         safe = torch.where(nn > 0, nn, torch.ones_like(nn))
         rho = torch.where(nn > 0, G[..., r, s] / safe, torch.zeros_like(nn)).clamp(-_RHO_MAX, _RHO_MAX)
@@ -574,12 +848,11 @@ class _ReluEvaluator:
     def value(self, G, gamma) -> torch.Tensor:
         """(C, P) per-patch losses (differentiable torch code)."""
         st = self._rule(G[:, :2], gamma, partials=False)
-        beta2 = (self.sched.beta**2)[:, None]
-        w = self.c_weights[None, :, :, None]
+        K = self._tables["torch"]
         D = st["D"]
-        pairs = (G[:, :2][..., st["r"], st["s"]] * st["nn"] * st["U"]).sum(-1)
-        X = (w * (st["a"] * st["Eu"] + self.sched.kappa_rule[:, None, None, None] * st["Phi"])).sum(2)
-        out = beta2 * ((D * D * st["e2"]).sum(-1) + 2 * pairs) - 2 * (D * X).sum(-1) + self.sched.const_rule
+        pairs = (st["Grs"] * st["nn"] * st["U"]).sum(-1)
+        X = st["e2"] + K.kappa_m1 * st["MP0"]  # E_c[a Eu + kappa2 Phi]
+        out = K.beta2[..., 0] * ((D * D * st["e2"]).sum(-1) + 2 * pairs) - 2 * (D * X).sum(-1) + K.const_rule
         if self.P == 2:
             return out
         D, n, r, s, rho, nn, omega, J = self._noise(G[:, 2:])
@@ -589,68 +862,42 @@ class _ReluEvaluator:
         return torch.cat([out, noise], 1)
 
     def value_and_grad(self, G, gamma):
-        """(C,) losses, S = dL/dG (C, P, m, m), dL/dgamma (C, 2, m) by Price's and Stein's identities."""
+        """(C,) losses, S = dL/dG (C, P, m, m), dL/dgamma (C, 2, m) by Price's and Stein's identities
+        (the rule patches in numpy on the CPU, in torch elsewhere)."""
         C, P, m, _ = G.shape
         sched = self.sched
-        st = self._rule(G[:, :2], gamma, partials=True)
-        beta2 = (sched.beta**2)[:, None, None]
-        ab = (sched.alpha / sched.beta)[:, None, None]
-        kap = sched.kappa_rule[:, None, None, None]
-        w = self.c_weights[None, :, :, None]
-        cw = (self.c_nodes * self.c_weights)[None, :, :, None]
-        D, n, A, pos = st["D"], st["n"], st["A"], st["pos"]
-        a, Eu, Phi, phi = st["a"], st["Eu"], st["Phi"], st["phi"]
-        r, s, rho, nn, U = st["r"], st["s"], st["rho"], st["nn"], st["U"]
-        Grs = G[:, :2][..., r, s]
-        X = (w * (a * Eu + kap * Phi)).sum(2)
-        dX = (cw * (Eu + a * Phi + kap * phi)).sum(2)
-        loss = ((beta2 * D * D * st["e2"]).sum(-1) + 2 * (beta2[..., 0] * (Grs * nn * U).sum(-1))
-                - 2 * (D * X).sum(-1) + sched.const_rule)
-        # per-neuron derivatives in n_r (holding gamma) and gamma_r; A_r = (alpha/beta) gamma_r / n_r
-        g_n = (4 * beta2 * D * n * st["e2"] - beta2 * D * D * st["de2"] * A / n
-               - 4 * n * X + 2 * D * dX * A / n)
-        g_gamma = (beta2 * D * D * st["de2"] - 2 * D * dX) * ab / n
-        S = torch.zeros((C, P, m, m), dtype=DTYPE, device=G.device)
-        if r.numel():
-            coef = 2 * beta2 * Grs  # d/dU of the pair term 2 beta^2 G_rs n_r n_s U
-            S_pair = 2 * beta2 * (nn * U + Grs * st["U_rho"])  # d/dG_rs (rho depends on it)
-            base = coef * (U - rho * st["U_rho"])
-            g_n = g_n.index_add(-1, r, base * n[..., s] - coef * n[..., s] * A[..., r] * st["U_Ar"])
-            g_n = g_n.index_add(-1, s, base * n[..., r] - coef * n[..., r] * A[..., s] * st["U_As"])
-            g_gamma = g_gamma.index_add(-1, r, coef * n[..., s] * st["U_Ar"] * ab)
-            g_gamma = g_gamma.index_add(-1, s, coef * n[..., r] * st["U_As"] * ab)
-            S[:, :2, r, s] = S_pair / 2
-            S[:, :2, s, r] = S_pair / 2
-        g_n, g_gamma = g_n * pos, g_gamma * pos
-        S[:, :2] = S[:, :2] + torch.diag_embed(g_n / (2 * n))  # dD = 2 n dn
+        if G.device.type == "cpu":
+            loss, S_rule, g_gamma = (torch.from_numpy(v) for v in self._rule_value_and_grad(
+                G[:, :2].detach().numpy(), gamma.detach().numpy(), _NUMPY_OPS))
+        else:
+            loss, S_rule, g_gamma = self._rule_value_and_grad(G[:, :2], gamma, _TORCH_OPS)
         total = loss.sum(-1)
-        if P > 2:
-            Dn, nz, rz, sz, rhoz, nnz, omz, J = self._noise(G[:, 2:])
-            s2 = sched.s2[:, None, None]
-            Gz = G[:, 2:][..., rz, sz]
-            noise = (s2[..., 0] * (Dn * Dn).sum(-1) / 2 + s2[..., 0] * (Gz * nnz * J).sum(-1) / math.pi
-                     - sched.kappa_noise[:, None] * Dn.sum(-1) + sched.const_noise[:, None])
-            total = total + noise.sum(-1)
-            dJ = (math.pi - omz)  # dJ/drho
-            S_pair = s2 * (nnz * J + Gz * dJ) / math.pi
-            gnz = torch.zeros_like(Dn)
-            base = s2 * Gz * (J - rhoz * dJ) / math.pi
-            gnz = gnz.index_add(-1, rz, base * nz[..., sz]).index_add(-1, sz, base * nz[..., rz])
-            Sz = torch.zeros((C, P - 2, m, m), dtype=DTYPE, device=G.device)
-            Sz[..., rz, sz] = S_pair / 2
-            Sz[..., sz, rz] = S_pair / 2
-            posz = Dn > 0
-            Sz = Sz + torch.diag_embed((gnz / (2 * nz)) * posz + s2 * Dn - sched.kappa_noise[:, None, None])
-            S[:, 2:] = Sz
-        return total, S, g_gamma
+        if P == 2:
+            return total, S_rule, g_gamma
+        Dn, nz, rz, sz, rhoz, nnz, omz, J = self._noise(G[:, 2:])
+        s2 = sched.s2[:, None, None]
+        Gz = G[:, 2:][..., rz, sz]
+        noise = (s2[..., 0] * (Dn * Dn).sum(-1) / 2 + s2[..., 0] * (Gz * nnz * J).sum(-1) / math.pi
+                 - sched.kappa_noise[:, None] * Dn.sum(-1) + sched.const_noise[:, None])
+        total = total + noise.sum(-1)
+        dJ = (math.pi - omz)  # dJ/drho
+        S_pair = s2 * (nnz * J + Gz * dJ) / math.pi
+        gnz = torch.zeros_like(Dn)
+        base = s2 * Gz * (J - rhoz * dJ) / math.pi
+        gnz = gnz.index_add(-1, rz, base * nz[..., sz]).index_add(-1, sz, base * nz[..., rz])
+        Sz = torch.zeros((C, P - 2, m, m), dtype=DTYPE, device=G.device)
+        Sz[..., rz, sz] = S_pair / 2
+        Sz[..., sz, rz] = S_pair / 2
+        posz = Dn > 0
+        Sz = Sz + torch.diag_embed((gnz / (2 * nz)) * posz + s2 * Dn - sched.kappa_noise[:, None, None])
+        return total, torch.cat([S_rule, Sz], 1), g_gamma
 
     def psi(self, G, gamma):
         st = self._rule(G[:, :2], gamma, partials=False)
         beta = self.sched.beta[:, None, None]
-        w = self.c_weights[None, :, :, None]
         scale = gamma * beta * st["n"] * st["pos"]  # gamma_r sigma_r
-        mean = (scale * (w * st["Eu"]).sum(2)).sum((-1, -2))
-        r, s = st["r"], st["s"]
+        mean = (scale * st["Eu_mean"]).sum((-1, -2))
+        r, s = st["pairs"].r, st["pairs"].s
         second = (gamma**2 * beta**2 * st["D"] * st["e2"]).sum((-1, -2))
         second = second + 2 * (gamma[..., r] * gamma[..., s] * beta**2 * st["nn"] * st["U"]).sum((-1, -2))
         a = self.joint_nodes[None, :, :, None] * st["A"][:, :, None, :]  # both patches at the same zeta

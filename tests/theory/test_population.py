@@ -315,6 +315,56 @@ def test_gradient_matches_central_differences():
         torch.testing.assert_close(diff, (g * E).flatten(1).sum(1), rtol=1e-7, atol=1e-8)
 
 
+def _relu_net_with_every_angular_rule(d=12, m=14, C=3, seed=5):
+    """Random neurons plus, per config and patch, neurons at angles omega = arccos|rho| in every bucket of the
+    angular integral (near rho = +-1, log, the far buckets), both signs of rho, and one zero neuron."""
+    gen = torch.Generator().manual_seed(seed)
+    W = torch.randn((C, 2, m, d), generator=gen, dtype=torch.float64) * 0.4
+    W[:, :, :3, :2] *= 5  # along the features: large a = c alpha gamma / sigma
+    base = W[:, :, 0]
+    perp = torch.randn(base.shape, generator=gen, dtype=torch.float64)
+    perp = perp - (perp * base).sum(-1, keepdim=True) / (base * base).sum(-1, keepdim=True) * base
+    perp = perp / perp.norm(dim=-1, keepdim=True) * base.norm(dim=-1, keepdim=True)
+    for k, omega in enumerate((1e-6, 4e-4, 0.01, 0.2, 0.4, 0.6, 1.0, 1.4)):
+        W[:, :, 4 + k] = (-1) ** k * (1 + 0.1 * k) * (math.cos(omega) * base + math.sin(omega) * perp)
+    W[-1, 1, -1] = 0.0
+    return W
+
+
+@pytest.mark.parametrize("zeta", [Uniform(0.2, 0.8), Uniform(0.05, 0.7), ScaledBeta(2.0, 3.0, 0.3, 1.4),
+                                  Discrete([0.2, 1.0, 1.3], [0.3, 0.3, 0.4])],
+                         ids=["uniform", "uniform-asymmetric", "beta-straddling", "discrete-reaching-zero"])
+def test_relu_kernel_is_the_same_in_numpy_and_torch(zeta):
+    """value_and_grad runs the ReLU kernel in numpy on the CPU and in torch on other devices: both array
+    backends give the same losses, S and dL/dgamma (to rounding), with pairs in every angular bucket."""
+    from theory.population import _NUMPY_OPS, _TORCH_OPS
+
+    data = MultiPatchData(12, zeta)
+    alphas, betas = zip(*(ou_schedule(t) for t in (0.02, 0.3, 1.5)))
+    obj = PopulationObjective(["relu"] * 3, data, alphas, betas, ["paper", "score", "paper"], torch.device("cpu"))
+    ev = obj.groups[0][1]
+    G, gamma = gram_and_projections(_relu_net_with_every_angular_rule(), data)
+    out_np = ev._rule_value_and_grad(G.numpy(), gamma.numpy(), _NUMPY_OPS)
+    out_torch = ev._rule_value_and_grad(G, gamma, _TORCH_OPS)
+    for a, b in zip(out_np, out_torch):
+        torch.testing.assert_close(torch.from_numpy(a), b, rtol=0, atol=1e-14 * float(b.abs().max()))
+
+
+def test_relu_angular_layout_follows_pairs_between_buckets():
+    """The (pair, node) layout is cached while no pair changes bucket: one objective evaluated at a net with
+    every bucket, a random net (one bucket) and the first again equals fresh objectives at each."""
+    data = MultiPatchData(12, Uniform(0.2, 0.8))
+    alphas, betas = zip(*(ou_schedule(t) for t in (0.1, 0.5, 1.0)))
+    W_all = _relu_net_with_every_angular_rule()
+    W_far = torch.randn(W_all.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 0.3
+    obj = PopulationObjective(["relu"] * 3, data, alphas, betas, "score", torch.device("cpu"))
+    for W in (W_all, W_far, W_all):
+        fresh = PopulationObjective(["relu"] * 3, data, alphas, betas, "score", torch.device("cpu"))
+        for a, b in zip(obj.value_and_grad(*gram_and_projections(W, data)),
+                        fresh.value_and_grad(*gram_and_projections(W, data))):
+            assert torch.equal(a, b)
+
+
 @settings(max_examples=15, deadline=None)
 @given(zeta=zetas(), t=st.one_of(st.just(0.4), st.floats(0.05, 2.0)), seed=st.integers(0, 2**31 - 1))
 def test_relu_gradient_equals_autograd_for_any_zeta(zeta, t, seed):
