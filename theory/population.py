@@ -418,8 +418,9 @@ class _AngularLayout:
 
     Pairs are grouped by bucket, each bucket a node-major block (nodes, pairs of the bucket), so the sum over
     nodes is one reduction per bucket; the blocks are grouped by rule (near | log | far, the far buckets with
-    6-16 nodes side by side). ``segments``: (rule, pair of each entry, static node rows xp = (1 + x)/2,
-    xm = (1 - x)/2, w/2, panel exponent, lower-edge flag). Rebuilt only when a pair changes bucket (rare in GD).
+    6-16 nodes side by side). ``segments``: (rule, pair of each entry (near: a flat index into a per-pair
+    table, see ``_angular``), static node rows xp = (1 + x)/2, xm = (1 - x)/2, w/2). Rebuilt only when a pair
+    changes bucket (rare in GD).
     """
 
     buckets: object  # bucket of every pair (the cache key)
@@ -556,8 +557,15 @@ class _ReluEvaluator:
         entry_pair, table = np.concatenate(pair_blocks), np.concatenate(node_blocks, 1)
         sizes = counts * self.k_table
         ends = np.cumsum([sizes[0], sizes[1], sizes[2:].sum()])
-        segments = tuple((rule, self._as(ops, entry_pair[a:e]), tuple(self._as(ops, v.copy()) for v in table[:, a:e]))
-                         for rule, a, e in zip(("near", "log", "far"), (0, *ends[:2]), ends) if e > a)
+        segments = []
+        for rule, a, e in zip(("near", "log", "far"), (0, *ends[:2]), ends):
+            if e > a:
+                pair = entry_pair[a:e]
+                if rule == "near":  # flat index into the per-pair table of _angular: columns hi, lo, T - hi, T, q2, q1
+                    expo = table[3, a:e].astype(np.int64)
+                    pair = (np.stack([expo, expo + 1, 5 + expo, *np.full((3, e - a), [[9], [10], [11]])]) * b.size
+                            + pair).ravel()
+                segments.append((rule, self._as(ops, pair), tuple(self._as(ops, v.copy()) for v in table[:3, a:e])))
         unsort = None if np.array_equal(perm, np.arange(perm.size)) else self._as(ops, np.argsort(perm))
         patch = (entry_pair // n_pp) % 2
         if not self.uniform:
@@ -570,7 +578,7 @@ class _ReluEvaluator:
             if self.u_same:
                 gauss = tuple(float(v) for v in gauss[:-1])
         gauss = tuple(self._as(ops, v) if isinstance(v, np.ndarray) else v for v in gauss)
-        lay = _AngularLayout(buckets, tuple(blocks), unsort, segments, bool(sizes[0]), gauss)
+        lay = _AngularLayout(buckets, tuple(blocks), unsort, tuple(segments), bool(sizes[0]), gauss)
         self._layouts[ops.name] = lay
         return lay
 
@@ -624,24 +632,27 @@ class _ReluEvaluator:
         dA = A - B
         q2, q1 = 0.5 * dA * dA, A * B  # Q / 2 = (q2 + q1 (1 - tau)) / (1 - tau^2)
         T_far = r / (1 + sq)  # tan(asin(r) / 2)
-        if lay.has_near:
+        if lay.has_near:  # panels [T g^-(k+1), T g^-k], k = 3..0 (the last from 0): a table of edges per pair
             T_near = sq / rp  # tan(omega / 2)
             t_min = ops.maximum(K.c_abs_min * abs(dA) * 0.25, T_near * 1e-6)
             log_g = ops.clip(ops.log(T_near / t_min) * (1 / 3), math.log(2.0), math.log(100.0))  # panel ratio g
+            ig = ops.exp(-log_g)
+            edges = [T_near, T_near * ig, T_near * (ig * ig), T_near * (ig * ig * ig), 0 * T_near]
+            near_table = ops.stack(edges + [0 * T_near] + [-T_near * ops.expm1(-k * log_g) for k in (1, 2, 3)]
+                                   + [T_near, q2, q1]).reshape(-1)  # T g^-k, T (1 - g^-k), T, q2, q1
 
         def gather(*cols, pair):
             return ops.take(ops.stack(cols).reshape(len(cols), n_pairs), pair)
 
         parts = []
-        for rule, pair, (xp_, xm_, wh_, expo, lower) in lay.segments:
+        for rule, pair, (xp_, xm_, wh_) in lay.segments:
             if rule == "near":
-                T, lg, a2, a1 = gather(T_near, log_g, q2, q1, pair=pair)
-                e = expo * lg
-                hi = T * ops.exp(-e)  # upper panel edge T g^-expo
-                span = hi - lower * hi * ops.exp(-lg)
-                t = hi - span * xm_
+                hi, lo, T_m_hi, T, a2, a1 = ops.take(near_table, pair).reshape(6, -1)
+                span = hi - lo
+                span_xm = span * xm_
+                t = hi - span_xm
                 wt = span * wh_
-                T_m_t = span * xm_ - T * ops.expm1(-e)
+                T_m_t = T_m_hi + span_xm
                 tt = t * t
                 u = 1 + tt
                 iu = 1 / u
