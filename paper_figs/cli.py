@@ -18,6 +18,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "eval": ("empirics.cli", "Evaluate images of a task: rows per image and summary.json"),
     "bounds": ("paper_figs.bounds_cli", "Thm 4.5 exactly: stationary points, GD limit, C0, C1"),
     "appendix-a": ("paper_figs.appendix_a", "App. A: FID 0 yet a different rule (Gaussian mixture)"),
+    "rule-floor": ("paper_figs.rule_floor", "Beyond the paper: rule error vs t, per-patch/joint nets, separable floor"),
 }
 
 
