@@ -161,7 +161,8 @@ class MonteCarloLoss:
         grads = [torch.zeros_like(W) if need_grad else None for W in Ws]
         datum = [torch.zeros(self.n, dtype=DTYPE, device=self.device) if per_datum else None for _ in Ws]
         N = self.n * self.n_eps
-        patches = list(range(self.data.n_patches))
+        # per-patch batches only when a per-patch net needs them, the concatenated one only for joint nets
+        patches = list(range(self.data.n_patches)) if not all(joints) else []
         for patch in [*patches, None] if any(joints) else patches:
             for sl in self._chunks():
                 x, y = self._patch_batch(sl, patch)

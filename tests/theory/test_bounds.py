@@ -397,3 +397,31 @@ def test_population_module_agrees_with_the_derivation(target):
     ref_mean, ref_var = linear_psi_moments(zeta, alpha, beta, *inv)
     assert float(mean) == pytest.approx(ref_mean, rel=1e-12)
     assert float(var) == pytest.approx(ref_var, rel=1e-12)
+
+
+def test_an_eq1_network_can_go_below_the_separable_floor():
+    """Pinned: the floor is the E of the *loss-optimal* per-patch score, not a bound over eq. (1)'s nets.
+
+    m = d ReLU neurons on the rows of the Householder reflection H that maps u to (1, ..., 1)/sqrt(d):
+    every row has <h_r, u> = 1/sqrt(d), so psi^(1) = s^2 d^{-1/2} sum_r relu((H x)_r), a sum of d weakly
+    dependent terms whose relative spread falls like d^{-1/2}. With the scale s set so that E[psi_t] is
+    alpha/beta^2 (from an independent sample), E = O(1/d): at d = 400, t = 0.1 it is ~0.06 against a
+    floor of 0.158 (Uniform(0.2, 0.8)). Monte Carlo, 20 000 fresh x_t: E + 5 SE must stay below the floor.
+    """
+    d, zeta = 400, Uniform(0.2, 0.8)
+    alpha, beta = ou_schedule(0.1)
+    data = MultiPatchData(d, zeta)
+    ones = np.ones(d) / math.sqrt(d)
+    n = np.eye(d)[0] - ones
+    H = np.eye(d) - 2 * np.outer(n, n) / (n @ n)  # H e_1 = ones; symmetric, orthogonal
+    W = np.stack([H, np.roll(H, 1, axis=1)])  # patch 2: the same construction around v = e_2
+    assert np.allclose(W[0] @ data.features[0], ones) and np.allclose(W[1] @ data.features[1], ones)
+    net = TwoLayerScore.from_weights(W, "relu", beta=beta, device="cpu")
+    from theory.rule import psi
+
+    mean_at_unit_scale = float(psi(net, data.sample_xt(20_000, alpha, beta, np.random.default_rng(1)), data).mean())
+    net = TwoLayerScore.from_weights(W * math.sqrt(alpha / beta**2 / mean_at_unit_scale), "relu", beta=beta,
+                                     device="cpu")
+    err = rule_error(net, data, alpha, beta, n=20_000, rng=2)
+    floor = separable_floor(zeta, alpha, beta)
+    assert err.total + 5 * err.total_se < floor.total, (err, floor)
