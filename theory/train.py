@@ -351,7 +351,9 @@ def train_many(configs, progress: bool = True, checkpoint_dir=None, workers: int
     With ``checkpoint_dir``, Monte Carlo runs save their state atomically every 500 epochs and
     resume from it when called again with the same configs (the exact path needs no checkpoints: all
     32 Figure 6 trainings take well under a minute). ``workers``: processes for the exact estimator
-    on CPU (1: all in this process; results agree with ``workers=1`` to rounding).
+    on CPU (1: all in this process; results agree with ``workers=1`` to rounding). Workers are
+    started with multiprocessing's "spawn": a script that asks for ``workers > 1`` must call this
+    under ``if __name__ == "__main__":``.
     """
     workers = check_int("workers", workers)
     configs = list(configs)
