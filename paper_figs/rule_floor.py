@@ -17,11 +17,10 @@ printed, 'score' = consistent DSM) the figure plots, on a log axis:
   net over-fits its finite sample set, so E is estimated on fresh x_t (``rule_error``, error bars
   +-2 standard errors) and the JSON holds its loss on the training set and on a fresh sample set.
 
-Default cost, measured on 2 CPU cores: exact training of the 80 per-patch nets ~40 s (2 worker
+Default cost, measured on 2 idle CPU cores: exact training of the 80 per-patch nets ~30 s (2 worker
 processes); 20 joint ReLU nets (m=20) at n=100 data x n_eps=10 noise draws, 2000 epochs (figure 6's
-CPU Monte Carlo preset), ~9 s each (~190 s; App. F's 1000 x 1000 would take hours on a CPU); E of
-each joint net on 100,000 fresh x_t. About 4 minutes in all (7 on a loaded machine), peak memory
-~0.9 GB. ``--no-joint`` leaves ~1 minute.
+CPU Monte Carlo preset), ~2.4 s each (~50 s; App. F's 1000 x 1000 would take hours on a CPU); E of
+each joint net on 100,000 fresh x_t. About 100 s in all, peak memory ~0.9 GB. ``--no-joint`` leaves ~1 minute.
 
 Writes ``rule_floor.png/.pdf``, ``rule_floor.json`` (every number plotted, every setting, the
 choices not in the paper, the joint nets' over-fitting diagnostics) and ``rule_floor.csv`` (one row
