@@ -185,9 +185,9 @@ def main(argv=None) -> dict:
                            for name in report["mc"]}
         per_net = report["exact"]["figure6_batch_per_epoch"] / len(acts)
         mean_mc = {name: sum(report["mc"][name][a] for a in ACTS) / len(ACTS) for name in report["mc"]}
-        report["ratio"]["figure6_batch"] = {name: mean_mc[name] / per_net for name in mean_mc}
+        report["ratio_figure6_batch"] = {name: mean_mc[name] / per_net for name in mean_mc}
         print("Figure 6 batch: MC epoch (mean over activations) / exact network-epoch = "
-              + ", ".join(f"{name} {r:.0f}" for name, r in report["ratio"]["figure6_batch"].items()))
+              + ", ".join(f"{name} {r:.0f}" for name, r in report["ratio_figure6_batch"].items()))
     report["peak_rss_gib_end"] = peak_rss_gib()
     report["load_average_end"] = os.getloadavg()
     print(f"load average at the end {os.getloadavg()}; peak RSS {report['peak_rss_gib_end']:.2f} GiB")

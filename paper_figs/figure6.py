@@ -28,6 +28,7 @@ import time
 import numpy as np
 
 from paper_figs._io import atomic_write_bytes, prepare_outputs, save_figure, write_json
+from theory._checks import resolve_device
 from theory.losses import Target
 from theory.network import ACTIVATIONS
 from theory.population import population_rule_error
@@ -39,14 +40,12 @@ ACTS = ("relu", "linear", "quadratic", "cubic")
 TIMES = (0.2, 0.4, 0.6, 0.8)
 # App. F's sizes: the default for the exact estimator (n, n_eps unused there) and for Monte Carlo on a GPU.
 PAPER_SIZES = {"n": 1000, "n_eps": 1000, "epochs": 5000}
-# Reduced Monte Carlo sizes when no GPU is present (~90 s per loss target on 2 cores).
+# Reduced Monte Carlo sizes when no GPU is present (~75 s per loss target on 2 cores).
 MC_CPU_SIZES = {"n": 100, "n_eps": 10, "epochs": 2000}
 
 
 def default_sizes(estimator: str, device: str) -> dict:
     """App. F sizes, except Monte Carlo on a CPU, which gets sizes that finish in minutes."""
-    from theory._checks import resolve_device
-
     if estimator == "mc" and resolve_device(device).type != "cuda":
         return dict(MC_CPU_SIZES)
     return dict(PAPER_SIZES)

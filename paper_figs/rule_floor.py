@@ -39,6 +39,7 @@ import time
 import numpy as np
 
 from paper_figs._io import atomic_write_bytes, prepare_outputs, save_figure, write_json
+from paper_figs.figure6 import MC_CPU_SIZES
 from theory.bounds import bayes_optimal_rule_error, linear_rule_error, separable_floor
 from theory.losses import MonteCarloLoss, Target
 from theory.network import ACTIVATIONS
@@ -50,9 +51,8 @@ from theory.zeta import parse_zeta
 
 ACTS = ("relu", "linear", "quadratic", "cubic")
 TIMES = tuple(round(0.1 * k, 1) for k in range(1, 11))  # 0.1, 0.2, ..., 1.0
-# Joint nets: Monte Carlo sizes for a few minutes on 2 CPU cores (App. F's 1000 x 1000 would take hours);
-# the same as figure 6's CPU preset (paper_figs.figure6.MC_CPU_SIZES).
-JOINT_SIZES = {"n": 100, "n_eps": 10, "epochs": 2000}
+# Joint nets: figure 6's CPU Monte Carlo preset, ~1 minute on 2 CPU cores (App. F's 1000 x 1000 would take hours).
+JOINT_SIZES = dict(MC_CPU_SIZES)
 JOINT_SAMPLES = 100_000  # fresh x_t per joint net for E
 FRESH_LOSS_SIZES = {"n": 2000, "n_eps": 10}  # fresh sample set on which the joint nets' loss is re-measured
 ERRORBAR_SE = 2.0  # joint error bars: +-2 standard errors

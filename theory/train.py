@@ -255,6 +255,10 @@ def _exact_group_key(c: TrainConfig):
 _EXACT_COST = {"relu": 2.0}
 
 
+def _exact_cost(c: TrainConfig) -> float:
+    return _EXACT_COST.get(c.activation, 1.0)
+
+
 def _exact_chunks(configs: list[TrainConfig], workers: int) -> list[list[int]]:
     """Indices of ``configs`` split into lock-step batches: one per group key, each group split into at
     most ``workers`` batches of about equal cost (largest first onto the lightest batch)."""
@@ -265,10 +269,10 @@ def _exact_chunks(configs: list[TrainConfig], workers: int) -> list[list[int]]:
     for idx in groups.values():
         k = min(workers, len(idx))
         parts, load = [[] for _ in range(k)], [0.0] * k
-        for i in sorted(idx, key=lambda i: -_EXACT_COST.get(configs[i].activation, 1.0)):
+        for i in sorted(idx, key=lambda i: -_exact_cost(configs[i])):
             j = load.index(min(load))
             parts[j].append(i)
-            load[j] += _EXACT_COST.get(configs[i].activation, 1.0)
+            load[j] += _exact_cost(configs[i])
         chunks += [sorted(p) for p in parts if p]
     return chunks
 
