@@ -16,6 +16,8 @@ VERBS: dict[str, tuple[str, str]] = {
     "figure3": ("paper_figs.figure3", "Figure 3: the rule evaluator on each task's training data"),
     "data": ("empirics.cli", "Synthetic Tasks A-D (App. C): write a PNG folder and/or .npz"),
     "eval": ("empirics.cli", "Evaluate images of a task: rows per image and summary.json"),
+    "train": ("empirics.ddpm_cli", "Train (or resume) a DDPM on a task (Section 3.2, App. D.1) in a run folder"),
+    "sample": ("empirics.ddpm_cli", "Sample a trained run: ancestral DDPM or DDIM, one seed per sample"),
     "bounds": ("paper_figs.bounds_cli", "Thm 4.5 exactly: stationary points, GD limit, C0, C1"),
     "appendix-a": ("paper_figs.appendix_a", "App. A: FID 0 yet a different rule (Gaussian mixture)"),
     "rule-floor": ("paper_figs.rule_floor", "Beyond the paper: rule error vs t, per-patch/joint nets, separable floor"),

@@ -1,0 +1,144 @@
+"""``hidden-rules train`` and ``hidden-rules sample``: DDPM run folders from the command line.
+
+    hidden-rules train A --preset cpu --out runs/A          # resumes when runs/A holds a checkpoint
+    hidden-rules sample runs/A --n 2000 --sampler ddim --steps 100 --eta 1
+    accelerate launch -m paper_figs.cli train A --preset paper --out runs/A   # data-parallel, same loop
+
+Both verbs live in this module (``paper_figs.cli`` names the verb in the parser's ``prog``).
+Every argument is checked before any work starts; a bad one leaves no run folder behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from empirics import ddpm
+from empirics.tasks import Task
+
+VERBS = ("train", "sample")
+
+
+def _task(text: str) -> Task:
+    try:
+        return Task.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("task", type=_task, help="A, B, C or D")
+    p.add_argument("--preset", default="cpu", choices=tuple(ddpm.PRESETS),
+                   help="paper (App. D.1, GPU), cpu (small U-Net, <= 60 min on 2 cores) or smoke (tests); "
+                   "default cpu")
+    p.add_argument("--out", required=True, help="run folder (created, or resumed when it holds a checkpoint)")
+    p.add_argument("--steps", type=int, default=None, help="total optimiser steps (default: the preset's; "
+                   "paper: the paper's epochs)")
+    p.add_argument("--n-train", type=int, default=None,
+                   help="training-set size (default: the paper's 4000 for A, 2000 for B-D; App. D.3: 20000, 40000)")
+    p.add_argument("--size", type=int, default=None, help="image size in px (default 32; App. D.3: 64)")
+    p.add_argument("--backbone", choices=[b.value for b in ddpm.Backbone], default=None,
+                   help="unet (default) or dit (App. D.3, diffusers DiTTransformer2DModel)")
+    p.add_argument("--batch-size", type=int, default=None, help="global batch size (default: the preset's)")
+    p.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default: the preset's)")
+    p.add_argument("--seed", type=int, default=None, help="training seed (default 0)")
+    p.add_argument("--data-seed", type=int, default=None, help="training-set seed (default 0)")
+    p.add_argument("--stop-at", type=int, default=None,
+                   help="stop (with a checkpoint) at this step; run the command again to go on")
+    p.add_argument("--force", action="store_true", help="train a finished run again from step 0")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_sample_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="run folder written by 'hidden-rules train'")
+    p.add_argument("--n", type=int, default=2000, help="number of samples (default 2000, as Section 3.3)")
+    p.add_argument("--sampler", choices=[s.value for s in ddpm.Sampler], default="ddpm",
+                   help="ddpm (ancestral, the paper's) or ddim; default ddpm")
+    p.add_argument("--steps", type=int, default=None,
+                   help="sampling steps, at most 1000 (default: 1000 for ddpm, 100 for ddim)")
+    p.add_argument("--eta", type=float, default=None, help="DDIM eta in [0, 1] (default 1; ddim only)")
+    p.add_argument("--seed", type=int, default=0, help="sample i uses seed + i (default 0)")
+    p.add_argument("--batch-size", type=int, default=256, help="samples per batch (default 256)")
+    p.add_argument("--snapshot", type=int, default=None,
+                   help="sample the EMA snapshot saved at this training step instead of the last checkpoint")
+    p.add_argument("--out", default=None, help="output folder (default: <run>/samples/<sampler>-<steps>[...])")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda; default auto")
+    p.add_argument("--overwrite", action="store_true", help="replace existing samples")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the arguments of the verb named by the parser's ``prog`` ("... train" or "... sample")."""
+    verb = parser.prog.split()[-1]
+    if verb not in VERBS:
+        raise ValueError(f"empirics.ddpm_cli serves the verbs {VERBS}, not {verb!r}")
+    (add_train_arguments if verb == "train" else add_sample_arguments)(parser)
+    parser.set_defaults(_ddpm_verb=verb)
+
+
+def run(args) -> int:
+    verb = getattr(args, "_ddpm_verb", None)
+    if verb == "train":
+        return run_train(args)
+    if verb == "sample":
+        return run_sample(args)
+    raise ValueError("args were not parsed by empirics.ddpm_cli.add_arguments")
+
+
+def run_train(args) -> int:
+    overrides = {"train_steps": args.steps, "n_train": args.n_train, "size": args.size, "backbone": args.backbone,
+                 "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed, "data_seed": args.data_seed}
+    flags = {"train_steps": "--steps", "n_train": "--n-train", "size": "--size", "batch_size": "--batch-size",
+             "lr": "--lr", "seed": "--seed", "data_seed": "--data-seed"}
+    for key, flag in flags.items():
+        value = overrides[key]
+        if value is not None and (value <= 0 if key not in ("seed", "data_seed") else value < 0):
+            raise ValueError(f"{flag} must be {'positive' if key not in ('seed', 'data_seed') else '>= 0'}, "
+                             f"got {value}")
+    if args.stop_at is not None and args.stop_at < 1:
+        raise ValueError(f"--stop-at must be >= 1, got {args.stop_at}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {str(out)!r} exists and is not a folder")
+    existing = (out / "config.json").exists()
+    config = ddpm.make_config(args.task, args.preset, **overrides)
+    if existing:
+        stored = ddpm.read_config(out)
+        asked = {k for k, v in overrides.items() if v is not None}
+        if stored.task != config.task or stored.preset != config.preset or any(
+                getattr(stored, k) != getattr(config, k) for k in asked):
+            raise ddpm.CheckpointError(
+                f"--out {str(out)!r} holds a run of task {stored.task}, preset {stored.preset} with another config; "
+                "choose another --out")
+        config = stored
+    elif out.exists() and any(out.iterdir()):
+        raise ValueError(f"--out {str(out)!r} is a folder with files but no run; choose an empty or new folder")
+    summary = ddpm.train(out, config, max_steps=args.stop_at, force=args.force, progress=not args.no_progress)
+    state = "finished" if summary.finished else f"stopped at step {summary.end_step} (run again to resume)"
+    print(f"task {config.task} ({config.preset}): steps {summary.start_step} -> {summary.end_step} of "
+          f"{config.train_steps} in {summary.seconds:.1f} s, last loss {summary.last_loss:.4f}; {state}")
+    print(f"run folder {out}")
+    return 0
+
+
+def run_sample(args) -> int:
+    if args.n < 1:
+        raise ValueError(f"--n must be >= 1, got {args.n}")
+    steps = args.steps if args.steps is not None else (1000 if args.sampler == "ddpm" else 100)
+    if args.sampler == "ddpm" and args.eta is not None:
+        raise ValueError("--eta applies to --sampler ddim only")
+    eta = (1.0 if args.eta is None else args.eta) if args.sampler == "ddim" else 0.0
+    try:
+        spec = ddpm.SampleSpec(args.sampler, steps, eta)
+    except ValueError as exc:
+        raise ValueError(f"--steps/--eta: {exc}") from exc
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    out = ddpm.sample(args.run, args.n, spec, seed=args.seed, out=args.out, snapshot_step=args.snapshot,
+                      batch_size=args.batch_size, device=args.device, overwrite=args.overwrite,
+                      progress=not args.no_progress)
+    config = ddpm.read_config(args.run)
+    print(f"{args.n} samples ({spec.name}) written to {out}; evaluate with: hidden-rules eval {config.task} {out}")
+    return 0

@@ -1,0 +1,338 @@
+"""DDPM over diffusers (empirics.ddpm): schedule, bit-identical resume, samplers, run folders, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from empirics import ddpm
+from empirics.tasks import generate
+from paper_figs.cli import main as cli_main
+from theory.schedules import DDPMSchedule
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def tiny(task="A", **kw):
+    """A smoke config shrunk further for unit tests (seconds, not minutes)."""
+    base = dict(n_train=32, batch_size=8, train_steps=6, checkpoint_every=2, snapshot_every=3, log_every=1)
+    base.update(kw)
+    return ddpm.make_config(task, "smoke", **base)
+
+
+def state_equal(a: dict, b: dict) -> bool:
+    if a.keys() != b.keys():
+        return False
+    for k in a:
+        va, vb = a[k], b[k]
+        if isinstance(va, dict):
+            if not state_equal(va, vb):
+                return False
+        elif isinstance(va, torch.Tensor):
+            if not torch.equal(va, vb):
+                return False
+        elif isinstance(va, list | tuple):
+            if len(va) != len(vb):
+                return False
+            for x, y in zip(va, vb):
+                if isinstance(x, dict | torch.Tensor) or isinstance(y, dict | torch.Tensor):
+                    if not state_equal({"_": x}, {"_": y}):
+                        return False
+                elif x != y:
+                    return False
+        elif va != vb:
+            return False
+    return True
+
+
+def load_ckpt(run: Path) -> dict:
+    return torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
+
+
+def log_rows(run: Path) -> list[list[str]]:
+    """loss.csv without its wall-clock column."""
+    lines = (run / "loss.csv").read_text().strip().splitlines()
+    return [line.split(",")[:3] for line in lines]
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def test_scheduler_is_the_papers_linear_schedule():
+    """diffusers' beta_t and abar_t equal the paper's T = 1000, linear 1e-4 -> 2e-2 schedule.
+
+    diffusers stores them in float32, so the tolerance is float32 round-off (relative 2e-7 per
+    beta; the cumulative product accumulates at most ~T ulps, relative < 1e-4).
+    """
+    ref = DDPMSchedule()
+    for kind in ("ddpm", "ddim"):
+        s = ddpm.scheduler(kind)
+        assert s.config.num_train_timesteps == 1000
+        np.testing.assert_allclose(s.betas.double().numpy(), ref.betas, rtol=3e-7, atol=0)
+        np.testing.assert_allclose(s.alphas_cumprod.double().numpy(), ref.alpha_bars, rtol=1e-4, atol=0)
+        assert s.config.prediction_type == "epsilon"
+    assert ddpm.scheduler("ddpm").config.variance_type == "fixed_small"
+
+
+def test_resume_is_bit_identical(tmp_path):
+    """k steps straight == k/2 steps, stop, resume, k/2 steps: weights, EMA, optimiser, RNG, loss log."""
+    cfg = tiny()
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    ddpm.train(straight, cfg, progress=False)
+    first = ddpm.train(split, cfg, max_steps=3, progress=False)
+    assert (first.end_step, first.finished) == (3, False)
+    assert load_ckpt(split)["step"] == 3
+    second = ddpm.train(split, progress=False)
+    assert (second.start_step, second.end_step, second.finished) == (3, 6, True)
+    a, b = load_ckpt(straight), load_ckpt(split)
+    for key in ("model", "ema", "optimizer", "lr_schedule"):
+        assert state_equal(a[key], b[key]), key
+    assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+    assert log_rows(straight) == log_rows(split)
+    assert ddpm.RunFiles(split).snapshot_steps() == [3, 6]
+
+
+def test_killed_during_checkpoint_write_resumes_from_previous(tmp_path, monkeypatch):
+    """A crash inside the checkpoint write leaves the previous checkpoint, and resuming matches a straight run."""
+    cfg = tiny()
+    straight, run = tmp_path / "straight", tmp_path / "run"
+    ddpm.train(straight, cfg, progress=False)
+    ddpm.train(run, cfg, max_steps=2, progress=False)
+    real_save = torch.save
+
+    def dying_save(obj, fh, *a, **k):
+        if isinstance(obj, dict) and obj.get("step") == 4 and "optimizer" in obj:
+            fh.write(b"PK\x03\x04 half a checkpoint")
+            raise KeyboardInterrupt("killed while writing")
+        return real_save(obj, fh, *a, **k)
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        ddpm.train(run, progress=False)
+    monkeypatch.setattr(torch, "save", real_save)
+    assert load_ckpt(run)["step"] == 2
+    # A hard kill would also leave the temporary file behind: it must not be mistaken for a checkpoint.
+    (run / ".checkpoint.pt.abc.tmp").write_bytes(b"garbage")
+    summary = ddpm.train(run, progress=False)
+    assert (summary.start_step, summary.end_step) == (2, 6)
+    assert state_equal(load_ckpt(straight)["model"], load_ckpt(run)["model"])
+    assert log_rows(straight) == log_rows(run)
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    run = tmp_path / "run"
+    ddpm.train(run, tiny(), max_steps=2, progress=False)
+    (run / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ddpm.CheckpointError, match="corrupt or unreadable"):
+        ddpm.train(run, progress=False)
+    with pytest.raises(ddpm.CheckpointError, match="corrupt or unreadable"):
+        ddpm.load_run(run)
+
+
+def test_checkpoint_from_another_config_is_refused(tmp_path):
+    run = tmp_path / "run"
+    ddpm.train(run, tiny(), max_steps=2, progress=False)
+    with pytest.raises(ddpm.CheckpointError, match="another config"):
+        ddpm.train(run, tiny(lr=1e-4), progress=False)
+    # a checkpoint copied in from another run
+    other = tmp_path / "other"
+    ddpm.train(other, tiny(seed=3), max_steps=2, progress=False)
+    shutil.copy(other / "checkpoint.pt", run / "checkpoint.pt")
+    with pytest.raises(ddpm.CheckpointError, match="another config"):
+        ddpm.load_run(run)
+
+
+def test_finished_run_needs_force(tmp_path):
+    run = tmp_path / "run"
+    ddpm.train(run, tiny(train_steps=2), progress=False)
+    with pytest.raises(ddpm.CheckpointError, match="finished run"):
+        ddpm.train(run, progress=False)
+    again = ddpm.train(run, force=True, progress=False)
+    assert (again.start_step, again.end_step) == (0, 2)
+
+
+def test_no_run_folder_and_no_checkpoint(tmp_path):
+    with pytest.raises(ddpm.CheckpointError, match="no run folder"):
+        ddpm.load_run(tmp_path / "absent")
+    run = ddpm.create_run(tmp_path / "fresh", tiny()).root
+    with pytest.raises(ddpm.CheckpointError, match="no checkpoint yet"):
+        ddpm.load_run(run)
+
+
+def test_run_folder_holds_training_set_at_the_papers_sizes(tmp_path):
+    assert ddpm.make_config("A", "cpu").n_train == 4000
+    assert [ddpm.make_config(t, "paper").n_train for t in "BCD"] == [2000, 2000, 2000]
+    # the paper's epochs: A 400 epochs of 4000 images at batch 128 = 400 * 31 steps
+    assert ddpm.make_config("A", "paper").epochs == 400
+    assert ddpm.make_config("C", "paper").epochs == 1600
+    run = ddpm.create_run(tmp_path / "r", tiny("C")).root
+    data = np.load(run / "train.npz")
+    ref = generate("C", 32, 32, seed=0)
+    assert np.array_equal(data["images"], ref.images)
+    assert json.loads((run / "config.json").read_text())["task"] == "C"
+
+
+def test_empirical_denoiser_samplers_return_training_images():
+    """The exact eps-predictor of the empirical distribution: both samplers only replicate training images.
+
+    Mean squared distance (in [-1, 1] units) to the nearest training image <= 1e-6, white corners.
+    """
+    train = generate("A", 24, 32, seed=5).images
+    model = ddpm.EmpiricalDenoiser(train)
+    x_train = ddpm.to_model_space(torch.from_numpy(train).permute(0, 3, 1, 2)).reshape(len(train), -1)
+    for spec in (ddpm.SampleSpec("ddpm", 1000), ddpm.SampleSpec("ddim", 50, 0.0), ddpm.SampleSpec("ddim", 50, 1.0)):
+        imgs = ddpm.sample_images(model, 6, 32, spec, seed=11, batch_size=6, device="cpu")
+        x = ddpm.to_model_space(torch.from_numpy(imgs).permute(0, 3, 1, 2)).reshape(6, -1)
+        msd = torch.cdist(x.double(), x_train.double()).pow(2).min(1).values / x.shape[1]
+        assert msd.max().item() <= 1e-6, (spec.name, msd)
+        corners = imgs[:, [0, 0, -1], [0, -1, 0]]
+        assert corners.min() >= 250, spec.name
+
+
+def test_one_seed_per_sample(tmp_path):
+    """Sample i is reproduced on its own (seed + i), whatever the batch."""
+    run = tmp_path / "run"
+    ddpm.train(run, tiny(), progress=False)
+    loaded = ddpm.load_run(run, device="cpu")
+    spec = ddpm.SampleSpec("ddim", 8, 1.0)
+    with ddpm.ema_weights(loaded.model, loaded.ema):
+        batch = ddpm.sample_images(loaded.model, 5, 32, spec, seed=100, batch_size=5, device="cpu")
+        single = ddpm.sample_images(loaded.model, 1, 32, spec, seed=103, batch_size=1, device="cpu")
+        other_batching = ddpm.sample_images(loaded.model, 5, 32, spec, seed=100, batch_size=2, device="cpu")
+    # Batched convolutions may round differently from single ones (float32), so allow one grey level.
+    assert np.abs(batch[3].astype(int) - single[0].astype(int)).max() <= 1
+    assert np.abs(batch.astype(int) - other_batching.astype(int)).max() <= 1
+    assert not np.array_equal(batch[0], batch[1])
+
+
+def test_ema_weights_are_restored_after_sampling(tmp_path):
+    run = tmp_path / "run"
+    ddpm.train(run, tiny(), progress=False)
+    loaded = ddpm.load_run(run, device="cpu")
+    live = [p.detach().clone() for p in loaded.model.parameters()]
+    with ddpm.ema_weights(loaded.model, loaded.ema):
+        shadow = [p.detach().clone() for p in loaded.model.parameters()]
+    assert any(not torch.equal(a, b) for a, b in zip(live, shadow))
+    assert all(torch.equal(a, p) for a, p in zip(live, loaded.model.parameters()))
+
+
+def test_smoke_end_to_end_cli_under_a_minute(tmp_path, capsys):
+    """The smoke preset trains, samples and evaluates through the CLI in < 60 s."""
+    run, t0 = tmp_path / "runs" / "A", time.perf_counter()
+    assert cli_main(["train", "A", "--preset", "smoke", "--out", str(run), "--no-progress"]) == 0
+    assert cli_main(["sample", str(run), "--n", "16", "--sampler", "ddim", "--steps", "10", "--no-progress"]) == 0
+    out = run / "samples" / "ddim-10-eta1"
+    assert len(list((out / "A").glob("*.png"))) == 16
+    meta = json.loads((out / "sample.json").read_text())
+    assert meta["train_step"] == 20 and meta["n"] == 16
+    assert cli_main(["eval", "A", str(out), "--n-boot", "0"]) == 0
+    summary = json.loads((tmp_path / "runs" / "A" / "samples" / "ddim-10-eta1_eval" / "summary.json").read_text())
+    assert summary["n_images"] == 16
+    assert time.perf_counter() - t0 < 60
+    # a finished run is not retrained silently
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["train", "A", "--preset", "smoke", "--out", str(run), "--no-progress"])
+    assert exc.value.code == 2
+    assert "finished run" in capsys.readouterr().err
+
+
+def run_cli(*args, cwd=None):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "paper_figs.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=300)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "E", "--preset", "smoke"], "task must be one of"),
+    (["train", "A", "--preset", "gpu"], "invalid choice: 'gpu'"),
+    (["train", "A", "--preset", "smoke", "--steps", "0"], "--steps must be positive"),
+    (["sample", "{out}", "--n", "0"], "--n must be >= 1"),
+    (["sample", "{out}", "--sampler", "ddim", "--steps", "1001"], "steps must be in [1, 1000]"),
+    (["sample", "{out}", "--eta", "0.5"], "--eta applies to --sampler ddim only"),
+])
+def test_bad_input_is_one_clear_line_and_leaves_nothing(tmp_path, args, message):
+    out = tmp_path / "run"
+    args = [a.replace("{out}", str(out)) for a in args]
+    if args[0] == "train":
+        args += ["--out", str(out)]
+    res = run_cli(*args)
+    assert res.returncode == 2, res.stderr
+    assert message in res.stderr
+    assert "Traceback" not in res.stderr
+    assert not out.exists()
+
+
+def test_cli_sample_without_checkpoint_and_train_with_other_config(tmp_path):
+    run = tmp_path / "run"
+    ddpm.create_run(run, ddpm.make_config("A", "smoke"))
+    res = run_cli("sample", str(run), "--n", "2")
+    assert res.returncode == 2 and "no checkpoint yet" in res.stderr and "Traceback" not in res.stderr
+    res = run_cli("train", "A", "--preset", "smoke", "--out", str(run), "--lr", "0.5")
+    assert res.returncode == 2 and "another config" in res.stderr
+    (run / "checkpoint.pt").write_bytes(b"\x00" * 10)
+    res = run_cli("sample", str(run), "--n", "2")
+    assert res.returncode == 2 and "corrupt" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_accelerate_launch_runs_the_same_loop(tmp_path):
+    """``accelerate launch`` (one CPU process) runs the unchanged loop and gives the same weights."""
+    launcher = Path(sys.executable).with_name("accelerate")
+    if not launcher.exists():
+        pytest.skip("accelerate's launcher is not installed next to this python")
+    run = tmp_path / "acc"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    res = subprocess.run([str(launcher), "launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
+                          "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "paper_figs.cli", "train", "A",
+                          "--preset", "smoke", "--steps", "4", "--out", str(run), "--no-progress"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    ref = tmp_path / "plain"
+    ddpm.train(ref, ddpm.make_config("A", "smoke", train_steps=4), progress=False)
+    assert state_equal(load_ckpt(run)["model"], load_ckpt(ref)["model"])
+
+
+def test_appendix_d3_dit_backbone(tmp_path):
+    cfg = tiny(backbone="dit", dit_layers=1, dit_heads=2, dit_head_dim=8, dit_patch=4, train_steps=2)
+    ddpm.train(tmp_path / "dit", cfg, progress=False)
+    out = ddpm.sample(tmp_path / "dit", 2, ddpm.SampleSpec("ddim", 3, 0.0), progress=False)
+    assert np.load(out / "samples.npz")["images"].shape == (2, 32, 32, 3)
+
+
+def test_appendix_d3_64px_images(tmp_path):
+    cfg = tiny(size=64, train_steps=2)
+    ddpm.train(tmp_path / "r64", cfg, progress=False)
+    out = ddpm.sample(tmp_path / "r64", 2, ddpm.SampleSpec("ddim", 3, 1.0), progress=False)
+    assert np.load(out / "samples.npz")["images"].shape == (2, 64, 64, 3)
+
+
+def test_appendix_d3_larger_training_set(tmp_path):
+    cfg = ddpm.make_config("A", "smoke", n_train=20000, train_steps=1)
+    assert ddpm.make_config("A", "paper", n_train=40000).epochs == 400
+    ddpm.train(tmp_path / "big", cfg, progress=False)
+    assert len(np.load(tmp_path / "big" / "train.npz")["images"]) == 20000
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="preset must be one of"):
+        ddpm.make_config("A", "gpu")
+    with pytest.raises(ValueError, match="task must be one of"):
+        ddpm.make_config("E", "cpu")
+    with pytest.raises(ValueError, match="norm_num_groups"):
+        ddpm.make_config("A", "cpu", norm_num_groups=7)
+    with pytest.raises(ValueError, match="unknown config fields"):
+        ddpm.make_config("A", "cpu", epochs=3)
+    with pytest.raises(ValueError, match=r"steps must be in \[1, 1000\]"):
+        ddpm.SampleSpec("ddpm", 1001)
+    with pytest.raises(ValueError, match="sampler must be"):
+        ddpm.SampleSpec("euler", 10)
+    with pytest.raises(ValueError, match="eta"):
+        ddpm.SampleSpec("ddim", 10, 1.5)
