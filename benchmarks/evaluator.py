@@ -25,10 +25,8 @@ import cv2  # noqa: E402
 
 from empirics.evaluate import evaluate  # noqa: E402
 from empirics.metrics import feature_errors  # noqa: E402
-from empirics.tasks import TARGET_SLOPE, Task, degrade, generate  # noqa: E402
+from empirics.tasks import RULE_FEATURES, TARGET_SLOPE, Task, degrade, generate  # noqa: E402
 
-RULE_FEATURES = {Task.A: ("l1", "h1", "h2", "l2"), Task.B: ("l1", "h1", "l2", "h2"),
-                 Task.C: ("r_small", "r_large"), Task.D: ("side_top", "side_bottom")}
 CLEAN_GOALS = {"valid_fraction": (">=", 0.995), "r2": (">=", 0.995), "slope_rel_error": ("<=", 0.01),
                "error": ("<=", 0.02), "coarse_violations": ("<=", 0), "median_px": ("<=", 0.2),
                "p95_px": ("<=", 0.5)}

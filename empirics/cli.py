@@ -27,12 +27,9 @@ import numpy as np
 from empirics.evaluate import Evaluation, evaluate
 from empirics.io import read_images, save_npz, save_png_folder
 from empirics.metrics import feature_errors
-from empirics.tasks import TRAIN_SIZES, Task, generate
+from empirics.tasks import RULE_FEATURES, TRAIN_SIZES, Task, generate
 
 VERBS = ("data", "eval")
-# Features compared with the ground truth in pixels (the fine-rule lengths).
-RULE_FEATURES = {Task.A: ("l1", "h1", "h2", "l2"), Task.B: ("l1", "h1", "l2", "h2"),
-                 Task.C: ("r_small", "r_large"), Task.D: ("side_top", "side_bottom")}
 
 
 def _task(text: str) -> Task:

@@ -288,7 +288,14 @@ def _disc_fit(cov, weight, xs, ys, p0, iters: int = 40):
         H = np.matmul(Jt, Jt.transpose(0, 2, 1))
         diag = np.einsum("nkk->nk", H) + 1e-12
         damped = H + lam[:, None, None] * np.einsum("nk,kl->nkl", diag, eye)
-        step = -np.linalg.solve(damped, g[..., None])[..., 0]
+        # Degenerate windows (no coverage, overflowing damping) get no step instead of an exception.
+        bad = ~(np.isfinite(damped).all((1, 2)) & np.isfinite(g).all(1))
+        if bad.any():
+            damped[bad], g[bad] = eye, 0.0
+        try:
+            step = -np.linalg.solve(damped, g[..., None])[..., 0]
+        except np.linalg.LinAlgError:
+            step = -np.matmul(np.linalg.pinv(damped), g[..., None])[..., 0]
         q = p + step
         q[:, 2] = np.maximum(q[:, 2], 0.3)
         q[:, 3] = np.clip(q[:, 3], 0.15, 3.0)

@@ -26,7 +26,7 @@ from empirics._checks import check_int, check_real, check_trim
 from empirics.tasks import TARGET_SLOPE, Task, fine_xy
 
 __all__ = ["COARSE_C_RTOL", "coarse_rule", "fine_xy", "fine_ratio", "LinearFit", "trimmed_fit", "Eq4Error",
-           "error_eq4", "conforming_fraction", "bootstrap_ci", "summarize", "feature_errors"]
+           "error_eq4", "conforming_fraction", "bootstrap_ci", "binomial_ci", "summarize", "feature_errors"]
 
 COARSE_C_RTOL = 0.05
 
@@ -146,6 +146,19 @@ def conforming_fraction(x, y, k: float, rtol: float = 0.01) -> float:
     if x.size == 0:
         return float("nan")
     return float(np.mean(np.abs(fine_ratio(x, y) - k) <= rtol * k))
+
+
+def binomial_ci(successes: int, trials: int, level: float = 0.95) -> tuple[float, float]:
+    """Clopper-Pearson (exact) confidence interval of a proportion, e.g. Table 1's Invalid %."""
+    from scipy.stats import binomtest
+
+    trials = check_int("trials", trials, 0)
+    successes = check_int("successes", successes, 0, trials)
+    level = check_real("level", level, 0.5, 0.999)
+    if trials == 0:
+        return (0.0, 1.0)
+    ci = binomtest(successes, trials).proportion_ci(confidence_level=level, method="exact")
+    return (float(ci.low), float(ci.high))
 
 
 def bootstrap_ci(x, y, k: float, trim=(2.5, 97.5), n_boot: int = 1000, seed: int = 0, rtol: float = 0.01,

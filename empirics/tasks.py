@@ -77,6 +77,7 @@ from empirics._checks import check_int, check_real
 
 __all__ = [
     "Task", "HSVRange", "YELLOWISH", "BLUE_GREEN", "DARK", "TARGET_SLOPE", "TRAIN_SIZES", "TaskBatch",
+    "ELEMENTS", "RULE_FEATURES",
     "generate", "sample_params", "render", "degrade",
 ]
 
@@ -123,6 +124,12 @@ ELEMENTS: dict[Task, tuple[tuple[str, HSVRange], ...]] = {
     Task.B: (("left", YELLOWISH), ("right", BLUE_GREEN)),
     Task.C: (("small", YELLOWISH), ("large", BLUE_GREEN)),
     Task.D: (("top", YELLOWISH), ("bottom", BLUE_GREEN)),
+}
+
+# The lengths the fine rule is made of (Fig. 3's feature errors, App. D.2's memorization space).
+RULE_FEATURES: dict[Task, tuple[str, ...]] = {
+    Task.A: ("l1", "h1", "h2", "l2"), Task.B: ("l1", "h1", "l2", "h2"),
+    Task.C: ("r_small", "r_large"), Task.D: ("side_top", "side_bottom"),
 }
 
 # Lengths and positions: params hold each as "<key>_px" (pixels) and "<key>" (divided by the size).

@@ -17,17 +17,11 @@ import argparse
 import sys
 import time
 
-import numpy as np
-
 from empirics.evaluate import evaluate
-from empirics.metrics import feature_errors, trimmed_fit
-from empirics.tasks import TARGET_SLOPE, TRAIN_SIZES, Task, degrade, generate
+from empirics.metrics import feature_errors
+from empirics.tasks import RULE_FEATURES, TRAIN_SIZES, Task, degrade, generate
 from paper_figs._io import prepare_outputs, save_figure, write_json
-
-RULE_FEATURES = {Task.A: ("l1", "h1", "h2", "l2"), Task.B: ("l1", "h1", "l2", "h2"),
-                 Task.C: ("r_small", "r_large"), Task.D: ("side_top", "side_bottom")}
-AXIS_LABELS = {Task.A: ("$l_1 h_2$", "$l_2 h_1$"), Task.B: ("$l_1 h_1$", "$l_2 h_2$"),
-               Task.C: ("$r_{small}$", "$r_{large}$"), Task.D: ("$side_{top}$", "$side_{bottom}$")}
+from paper_figs._plots import rule_panel
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,25 +36,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates for the CIs")
     p.add_argument("--degrade", action="store_true", help="evaluate blurred (sigma 0.5 px) + JPEG q75 copies")
     p.add_argument("--workers", type=int, default=2)
-
-
-def _panel(ax, task: Task, x, y, valid, summary):
-    k = TARGET_SLOPE[task]
-    xv, yv = x[valid], y[valid]
-    fit = trimmed_fit(xv, yv, summary["trim"])
-    ax.scatter(xv[~fit.kept], yv[~fit.kept], s=4, color="#bbbbbb", label="trimmed")
-    ax.scatter(xv[fit.kept], yv[fit.kept], s=4, color="#4c72b0", alpha=0.6, label="kept")
-    grid = np.linspace(xv.min(), xv.max(), 2)
-    ax.plot(grid, k * grid, color="#c44e52", lw=2, label=f"ground truth y = {k:.3g} x")
-    ax.plot(grid, fit.beta1 * grid + fit.beta0, "--", color="black", lw=1.2,
-            label=f"estimation y = {fit.beta1:.3f} x {fit.beta0:+.4f}")
-    ax.set_title(f"Task {task.value}: $R^2$ = {summary['r2']:.4f}, Error = {summary['error']:.4f}",
-                 fontsize=9)
-    xl, yl = AXIS_LABELS[task]
-    ax.set_xlabel(xl)
-    ax.set_ylabel(yl)
-    ax.legend(fontsize=6, loc="upper left")
-    ax.tick_params(labelsize=7)
 
 
 def run(args) -> int:
@@ -88,7 +63,7 @@ def run(args) -> int:
         record["tasks"][task.value] = {"n": n, "evaluate_seconds": seconds, "summary": summary,
                                        "feature_errors_px": errors}
         if summary["r2"] is not None:
-            _panel(axes[0][j], task, ev.x, ev.y, ev.valid, summary)
+            rule_panel(axes[0][j], task, ev.x, ev.y, ev.valid, summary)
         print(f"Task {task.value}: n={n} valid={summary['valid_fraction']:.4f} R^2={summary['r2']} "
               f"b1={summary['beta1']} Error={summary['error']} "
               f"coarse violations={summary['coarse_violations']} feature error median/p95 = "

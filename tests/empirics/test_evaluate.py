@@ -6,11 +6,9 @@ import torch
 
 from empirics.evaluate import FEATURES, Evaluation, evaluate
 from empirics.metrics import feature_errors
-from empirics.tasks import TARGET_SLOPE, Task, degrade, generate, render, sample_params
+from empirics.tasks import RULE_FEATURES, TARGET_SLOPE, Task, degrade, generate, render, sample_params
 
 TASKS = ["A", "B", "C", "D"]
-RULE_FEATURES = {"A": ("l1", "h1", "h2", "l2"), "B": ("l1", "h1", "l2", "h2"),
-                 "C": ("r_small", "r_large"), "D": ("side_top", "side_bottom")}
 
 
 @pytest.mark.parametrize("size, n", [(32, 150), (64, 40)])
@@ -21,7 +19,7 @@ def test_features_match_ground_truth(task, size, n):
     batch = generate(task, n, size, seed=101)
     ev = evaluate(batch.images, task)
     assert ev.valid.all(), set(ev.reason)
-    err = feature_errors(ev.features, batch.params, RULE_FEATURES[task], size, ev.valid)["all"]
+    err = feature_errors(ev.features, batch.params, RULE_FEATURES[Task.parse(task)], size, ev.valid)["all"]
     assert err["median_px"] <= 0.2 and err["p95_px"] <= 0.5
     # every feature, keypoints included, within 0.5 px
     for key in FEATURES[Task(task)]:
@@ -61,7 +59,7 @@ def test_robust_to_blur_and_jpeg(task):
     s = ev.summary(n_boot=0)
     assert s["valid_fraction"] >= 0.95, s["invalid_reasons"]
     assert s["r2"] >= 0.97
-    err = feature_errors(ev.features, batch.params, RULE_FEATURES[task], 32, ev.valid)["all"]
+    err = feature_errors(ev.features, batch.params, RULE_FEATURES[Task.parse(task)], 32, ev.valid)["all"]
     assert err["median_px"] <= 0.25
 
 
