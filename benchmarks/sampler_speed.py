@@ -1,0 +1,118 @@
+"""Sampler benchmark: wall time and rule metrics of ancestral DDPM-1000 (the paper's) against DDIM.
+
+On one run's checkpoint and the same seeds (``--n`` 512 by default, sample i uses seed i), every
+sampler's samples are drawn, timed and measured by the rule evaluator: Invalid % and coarse
+violations (exact binomial 95 % CIs), R^2 and Error (eq. (4)) with percentile-bootstrap 95 % CIs.
+A sampler *matches* ancestral-1000 when, for every metric, its CI and ancestral-1000's overlap. The
+script reports the fastest matching sampler and its speed-up over ancestral-1000, measured in this
+one run.
+
+Samples are kept in ``<run>/samples/bench<n>-<sampler>`` so an interrupted benchmark resumes where
+it stopped (a sampler already drawn is timed from its ``sample.json``).
+
+Run: ``python benchmarks/sampler_speed.py runs/A [--n 512] [--json docs/sampler_speed_A.json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from empirics import ddpm
+from empirics.metrics import binomial_ci
+from empirics.runs import evaluate_run
+
+SPECS = [ddpm.SampleSpec("ddpm", 1000)] + [ddpm.SampleSpec("ddim", k, eta) for eta in (0.0, 1.0)
+                                           for k in (50, 100, 250)]
+METRICS = ("invalid_percent", "coarse_violation_percent", "r2", "error")
+
+
+def measure(run: Path, spec: ddpm.SampleSpec, n: int, batch_size: int, n_boot: int) -> dict:
+    name = f"bench{n}-{spec.name}"
+    folder = ddpm.RunFiles(run).samples / name
+    if not (folder / "samples.npz").exists():
+        ddpm.sample(run, n, spec, seed=0, out=folder, batch_size=batch_size, progress=False)
+    meta = json.loads((folder / "sample.json").read_text())
+    ev = evaluate_run(run, name).sample_eval
+    s = ev.summary(n_boot=n_boot, seed=0)
+    n_valid = int(ev.valid.sum())
+    inv = binomial_ci(n - n_valid, n)
+    viol = s["coarse_violations"]
+    vci = binomial_ci(viol, n_valid)
+    ci = s["ci95"] or {}
+    return {
+        "sampler": spec.name, "steps": spec.steps, "eta": spec.eta, "seconds": meta["seconds"],
+        "seconds_per_image": meta["seconds"] / n, "train_step": meta["train_step"],
+        "invalid_percent": 100 * (n - n_valid) / n, "invalid_percent_ci95": [100 * inv[0], 100 * inv[1]],
+        "coarse_violations": viol,
+        "coarse_violation_percent": 100 * viol / n_valid if n_valid else None,
+        "coarse_violation_percent_ci95": [100 * vci[0], 100 * vci[1]],
+        "r2": s["r2"], "r2_ci95": ci.get("r2"), "error": s["error"], "error_ci95": ci.get("error"),
+        "conforming_fraction": s["conforming_fraction"],
+    }
+
+
+def overlaps(a, b) -> bool:
+    return a is not None and b is not None and None not in a and None not in b and a[0] <= b[1] and b[0] <= a[1]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python benchmarks/sampler_speed.py", description=__doc__.splitlines()[0])
+    p.add_argument("run", help="run folder with a checkpoint")
+    p.add_argument("--n", type=int, default=512, help="samples per sampler, seeds 0..n-1 (default 512)")
+    p.add_argument("--batch-size", type=int, default=256, help="samples per batch (default 256)")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates (default 1000)")
+    p.add_argument("--only", nargs="+", default=None, help="sampler names to run (e.g. ddpm-1000 ddim-100-eta1)")
+    p.add_argument("--json", default=None, help="write every number to this JSON file")
+    args = p.parse_args(argv)
+    if args.n < 1:
+        p.error(f"--n must be >= 1, got {args.n}")
+    run = Path(args.run)
+    specs = [s for s in SPECS if args.only is None or s.name in args.only]
+    t0 = time.perf_counter()
+    rows = []
+    for spec in specs:
+        row = measure(run, spec, args.n, args.batch_size, args.n_boot)
+        rows.append(row)
+        print(f"{row['sampler']:>16}: {row['seconds']:8.1f} s  invalid {row['invalid_percent']:5.1f} % "
+              f"{_ci(row['invalid_percent_ci95'])}  coarse viol. {row['coarse_violations']:3d}  "
+              f"R^2 {_f(row['r2'])} {_ci(row['r2_ci95'], 3)}  Error {_f(row['error'])} {_ci(row['error_ci95'], 3)}",
+              flush=True)
+    ref = next((r for r in rows if r["sampler"] == "ddpm-1000"), None)
+    verdict = None
+    if ref is not None:
+        for r in rows:
+            r["matches_ancestral"] = all(overlaps(r[f"{m}_ci95"], ref[f"{m}_ci95"]) for m in METRICS)
+            r["speedup_vs_ancestral"] = ref["seconds"] / r["seconds"]
+        matching = [r for r in rows if r["matches_ancestral"] and r["sampler"] != "ddpm-1000"]
+        if matching:
+            best = min(matching, key=lambda r: r["seconds"])
+            verdict = {"fastest_matching": best["sampler"], "speedup": best["speedup_vs_ancestral"]}
+            print(f"fastest sampler matching ancestral-1000 within the CIs: {best['sampler']} "
+                  f"({best['speedup_vs_ancestral']:.1f}x faster)")
+        else:
+            print("no faster sampler matches ancestral-1000 within the CIs")
+    record = {"run": str(run), "n": args.n, "seeds": f"0..{args.n - 1}", "batch_size": args.batch_size,
+              "rows": rows, "verdict": verdict, "seconds_total": time.perf_counter() - t0}
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _f(v, digits: int = 3) -> str:
+    return "  n/a" if v is None else f"{v:.{digits}f}"
+
+
+def _ci(ci, digits: int = 1) -> str:
+    if not ci or None in ci:
+        return "[n/a]"
+    return f"[{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
