@@ -44,8 +44,9 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=int, default=None, help="number of images (default: the paper's 4000 for A, "
                    "2000 for B-D)")
     p.add_argument("--size", type=int, default=32, help="image size in px (default 32; paper: also 64)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--seed", type=int, default=0, help="data seed (default 0)")
+    p.add_argument("--out", required=True, help="output folder (required; outputs are never overwritten "
+                   "without --overwrite)")
     p.add_argument("--format", choices=("png", "npz", "both"), default="both",
                    help="PNG folder (+ params.csv), .npz archive, or both (default)")
     p.add_argument("--fine-factor", type=float, default=1.0,
@@ -61,8 +62,8 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--trim", type=float, nargs=2, default=(2.5, 97.5), metavar=("LO", "HI"),
                    help="ratio percentiles kept for the fit (default 2.5 97.5, as Fig. 3/4)")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates for the 95%% CIs")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates for the 95%% CIs (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--workers", type=int, default=2, help="threads (default 2)")
     p.add_argument("--value-range", type=float, nargs=2, default=None, metavar=("LO", "HI"),
                    help="float inputs: value mapped to black and to white (default: auto [0,1] or [-1,1])")
@@ -103,7 +104,7 @@ def run_data(args) -> int:
         written.append(str(save_png_folder(batch, out, overwrite=args.overwrite)))
         written.append(str(out / task.value) + "/")
     if args.format in ("npz", "both"):
-        save_npz(batch, npz_path)
+        save_npz(batch, npz_path, overwrite=args.overwrite)
         written.append(str(npz_path))
     seconds = time.perf_counter() - t0
     print(f"task {task.value}: {n} images of {args.size} px (seed {args.seed}) in {seconds:.1f} s")

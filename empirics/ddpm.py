@@ -43,10 +43,8 @@ import enum
 import io
 import json
 import math
-import os
 import random
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +53,7 @@ import numpy as np
 import torch
 
 from empirics._checks import check_int, check_real
+from empirics.atomic import atomic_folder, atomic_torch_save, atomic_write_text
 from empirics.tasks import Task, generate
 
 __all__ = [
@@ -350,34 +349,6 @@ class RunFiles:
         return sorted(int(p.stem.rsplit("_", 1)[1]) for p in self.snapshots.glob("ema_step_*.pt"))
 
 
-def _atomic_torch_save(obj, path: Path) -> None:
-    """Write ``obj`` with ``torch.save`` to a temporary file in the same folder, fsync, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def read_config(run_dir) -> DDPMConfig:
     """The config of a run folder; ``CheckpointError`` when it is not one."""
     files = RunFiles(Path(run_dir))
@@ -396,19 +367,11 @@ def create_run(run_dir, config: DDPMConfig) -> RunFiles:
     root = Path(run_dir)
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise ValueError(f"{str(root)!r} exists and is not an empty folder")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.", suffix=".tmp"))
-    try:
+    with atomic_folder(root) as tmp:
         files = RunFiles(tmp)
         batch = generate(config.task, config.n_train, size=config.size, seed=config.data_seed)
         batch.save_npz(files.train_set)
-        _atomic_write_text(files.config, json.dumps(config.to_json(), indent=2) + "\n")
-        if root.exists():
-            root.rmdir()
-        os.replace(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        atomic_write_text(files.config, json.dumps(config.to_json(), indent=2) + "\n")
     return RunFiles(root)
 
 
@@ -511,7 +474,7 @@ def _truncate_log(path: Path, step: int) -> None:
     keep = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= step]
     buf = io.StringIO()
     csv.writer(buf).writerows(keep)
-    _atomic_write_text(path, buf.getvalue())
+    atomic_write_text(path, buf.getvalue())
 
 
 def train(run_dir, config: DDPMConfig | None = None, *, max_steps: int | None = None, force: bool = False,
@@ -588,17 +551,41 @@ def train(run_dir, config: DDPMConfig | None = None, *, max_steps: int | None = 
                 if hasattr(bar, "set_postfix"):
                     bar.set_postfix(loss=f"{last:.4f}")
             if done % config.snapshot_every == 0 or done == config.train_steps:
-                _atomic_torch_save({"step": done, "config": config.to_json(), "ema": ema.state_dict()},
+                atomic_torch_save({"step": done, "config": config.to_json(), "ema": ema.state_dict()},
                                    files.snapshot(done))
             if done % config.checkpoint_every == 0 or done == stop:
-                _atomic_torch_save({
+                atomic_torch_save({
                     "step": done, "config": config.to_json(), "model": acc.unwrap_model(model).state_dict(),
                     "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
                     "lr_schedule": lr_sched.state_dict(), "rng": _rng_states(),
                     "finished": done == config.train_steps}, files.checkpoint)
         acc.wait_for_everyone() if acc.num_processes > 1 and done % config.checkpoint_every == 0 else None
-    return TrainSummary(files.root, start, max(start, stop), max(start, stop) == config.train_steps,
-                        time.perf_counter() - t0, last)
+    seconds = time.perf_counter() - t0
+    if acc.is_main_process and stop > start:
+        _record_session(files, start, stop, seconds, acc.num_processes)
+    return TrainSummary(files.root, start, max(start, stop), max(start, stop) == config.train_steps, seconds, last)
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far, in MiB (Linux/macOS ``getrusage``)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
+def _record_session(files: RunFiles, start: int, stop: int, seconds: float, processes: int) -> None:
+    """Append this call's steps, wall time and peak memory to ``train_stats.json`` (one entry per resume)."""
+    path = files.root / "train_stats.json"
+    stats = json.loads(path.read_text()) if path.exists() else {"sessions": []}
+    stats["sessions"] = [s for s in stats["sessions"] if s["end_step"] <= start]
+    stats["sessions"].append({"start_step": start, "end_step": stop, "seconds": round(seconds, 2),
+                              "seconds_per_step": round(seconds / (stop - start), 4),
+                              "peak_rss_mib": round(peak_rss_mib(), 1), "processes": processes,
+                              "torch_threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d %H:%M")})
+    stats["train_seconds_total"] = round(sum(s["seconds"] for s in stats["sessions"]), 2)
+    atomic_write_text(path, json.dumps(stats, indent=2) + "\n")
 
 
 def _prepare_run(files: RunFiles, config: DDPMConfig | None, force: bool) -> None:
@@ -810,10 +797,7 @@ def save_samples(images: np.ndarray, task, out_dir, *, seeds: np.ndarray, meta: 
     seeds = np.asarray(seeds, np.int64)
     if seeds.shape != (len(images),):
         raise ValueError(f"seeds must have shape ({len(images)},), got {seeds.shape}")
-    if out.exists() and overwrite:
-        shutil.rmtree(out)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent if out.parent.exists() else None, prefix=f".{out.name}.", suffix=".tmp"))
-    try:
+    with atomic_folder(out, overwrite=overwrite) as tmp:
         (tmp / task.value).mkdir()
         rows = ["file_name,seed"]
         for i, img in enumerate(images):
@@ -826,11 +810,6 @@ def save_samples(images: np.ndarray, task, out_dir, *, seeds: np.ndarray, meta: 
         (tmp / "samples.csv").write_text("\n".join(rows) + "\n")
         np.savez_compressed(tmp / "samples.npz", images=images, seeds=seeds, task=np.array(task.value))
         (tmp / "sample.json").write_text(json.dumps(meta, indent=2) + "\n")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
@@ -858,7 +837,7 @@ def sample(run_dir, n: int, spec: SampleSpec = SampleSpec(), *, seed: int = 0, o
             "train_step": run.step, "sampler": spec.sampler.value, "steps": spec.steps, "eta": spec.eta,
             "n": n, "seed": seed, "seeds": f"{seed}..{seed + n - 1} (sample i uses seed + i)",
             "batch_size": batch_size, "seconds": round(seconds, 2), "torch_threads": torch.get_num_threads(),
-            "device": str(next(run.model.parameters()).device)}
+            "device": str(next(run.model.parameters()).device), "peak_rss_mib": round(peak_rss_mib(), 1)}
     return save_samples(images, run.config.task, out, seeds=np.arange(seed, seed + n), meta=meta,
                         overwrite=overwrite)
 

@@ -31,7 +31,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="cpu", choices=tuple(ddpm.PRESETS),
                    help="paper (App. D.1, GPU), cpu (small U-Net, <= 60 min on 2 cores) or smoke (tests); "
                    "default cpu")
-    p.add_argument("--out", required=True, help="run folder (created, or resumed when it holds a checkpoint)")
+    p.add_argument("--out", required=True, help="run folder (required; created, or resumed when it holds a checkpoint)")
     p.add_argument("--steps", type=int, default=None, help="total optimiser steps (default: the preset's; "
                    "paper: the paper's epochs)")
     p.add_argument("--n-train", type=int, default=None,
@@ -44,7 +44,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None, help="training seed (default 0)")
     p.add_argument("--data-seed", type=int, default=None, help="training-set seed (default 0)")
     p.add_argument("--stop-at", type=int, default=None,
-                   help="stop (with a checkpoint) at this step; run the command again to go on")
+                   help="stop (with a checkpoint) at this step; run the command again to go on "
+                   "(default: train to the end)")
     p.add_argument("--force", action="store_true", help="train a finished run again from step 0")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -60,7 +61,7 @@ def add_sample_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="sample i uses seed + i (default 0)")
     p.add_argument("--batch-size", type=int, default=256, help="samples per batch (default 256)")
     p.add_argument("--snapshot", type=int, default=None,
-                   help="sample the EMA snapshot saved at this training step instead of the last checkpoint")
+                   help="sample the EMA snapshot saved at this training step (default: the last checkpoint)")
     p.add_argument("--out", default=None, help="output folder (default: <run>/samples/<sampler>-<steps>[...])")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda; default auto")
     p.add_argument("--overwrite", action="store_true", help="replace existing samples")

@@ -16,14 +16,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from empirics.atomic import atomic_write_bytes
 from empirics.tasks import Task, TaskBatch
 
 __all__ = ["save_npz", "load_npz", "save_png_folder", "load_png_folder", "ImageSet", "read_images",
@@ -36,25 +35,21 @@ _PARAM_PREFIX = "param__"
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(path, data)
 
 
-def save_npz(batch: TaskBatch, path) -> None:
-    """Write ``batch`` to a compressed ``.npz`` (images, task, meta and every parameter)."""
+def save_npz(batch: TaskBatch, path, overwrite: bool = False) -> None:
+    """Write ``batch`` to a compressed ``.npz`` (images, task, meta and every parameter).
+
+    Refuses to replace an existing file unless ``overwrite`` (as ``save_png_folder``).
+    """
     if not isinstance(batch, TaskBatch):
         raise ValueError(f"batch must be a TaskBatch, got {type(batch).__name__}")
     path = Path(path)
     if path.suffix != ".npz":
         raise ValueError(f"path must end in .npz, got {str(path)!r}")
+    if path.exists() and not overwrite:
+        raise ValueError(f"{str(path)!r} exists; pass overwrite=True (--overwrite) to replace it")
     buf = io.BytesIO()
     arrays = {f"{_PARAM_PREFIX}{k}": np.asarray(v, np.float64) for k, v in batch.params.items()}
     np.savez_compressed(buf, images=batch.images, task=np.array(batch.task.value),

@@ -457,10 +457,10 @@ class TaskBatch:
     def y(self) -> np.ndarray:
         return self.params["y"]
 
-    def save_npz(self, path) -> None:
+    def save_npz(self, path, overwrite: bool = False) -> None:
         from empirics.io import save_npz
 
-        save_npz(self, path)
+        save_npz(self, path, overwrite=overwrite)
 
     @classmethod
     def load_npz(cls, path) -> TaskBatch:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from empirics.atomic import atomic_write_bytes
+
+__all__ = ["prepare_outputs", "atomic_write_bytes", "write_json", "save_figure"]
 
 
 def prepare_outputs(out_dir, names, overwrite: bool) -> list[Path]:
@@ -17,19 +19,6 @@ def prepare_outputs(out_dir, names, overwrite: bool) -> list[Path]:
     if existing and not overwrite:
         raise ValueError(f"output files exist: {', '.join(existing)}; pass --overwrite to replace them")
     return paths
-
-
-def atomic_write_bytes(path, data: bytes) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_json(path, obj) -> None:

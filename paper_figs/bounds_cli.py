@@ -27,10 +27,10 @@ from theory.zeta import parse_zeta
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--zeta", default="uniform:0.2:0.8", help="zeta distribution (default uniform:0.2:0.8)")
-    p.add_argument("--t", type=float, nargs="+", default=[0.4], help="diffusion times (OU schedule)")
+    p.add_argument("--t", type=float, nargs="+", default=[0.4], help="diffusion times, OU schedule (default 0.4)")
     p.add_argument("--target", choices=("paper", "score", "both"), default="paper",
-                   help="eq. (2) as printed ('paper'), consistent DSM ('score') or both")
-    p.add_argument("--json", default=None, help="also write all numbers to this JSON file")
+                   help="eq. (2) as printed ('paper'), consistent DSM ('score') or both (default paper)")
+    p.add_argument("--json", default=None, help="also write all numbers to this JSON file (default: print only)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
 
 

@@ -27,15 +27,17 @@ from paper_figs._plots import rule_panel
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="paper_figs/out", help="output folder (default: paper_figs/out)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    p.add_argument("--tasks", nargs="+", default=["A", "B", "C", "D"], choices=["A", "B", "C", "D"])
+    p.add_argument("--tasks", nargs="+", default=["A", "B", "C", "D"], choices=["A", "B", "C", "D"],
+                   help="tasks (default: A B C D)")
     p.add_argument("--n", type=int, default=None,
                    help="images per task (default: Section 3.2's 4000/2000/2000/2000)")
     p.add_argument("--size", type=int, default=32, help="image size in px (default 32)")
-    p.add_argument("--seed", type=int, default=0, help="data seed")
-    p.add_argument("--trim", type=float, nargs=2, default=(2.5, 97.5), metavar=("LO", "HI"))
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates for the CIs")
+    p.add_argument("--seed", type=int, default=0, help="data seed (default 0)")
+    p.add_argument("--trim", type=float, nargs=2, default=(2.5, 97.5), metavar=("LO", "HI"),
+                   help="ratio percentiles kept for the fit (default 2.5 97.5)")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates for the CIs (default 1000)")
     p.add_argument("--degrade", action="store_true", help="evaluate blurred (sigma 0.5 px) + JPEG q75 copies")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, default=2, help="evaluator threads (default 2)")
 
 
 def run(args) -> int:

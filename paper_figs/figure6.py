@@ -65,18 +65,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         f"{MC_CPU_SIZES['n_eps']} on CPU)")
     p.add_argument("--epochs", type=int, default=None,
                    help=f"GD epochs (default {PAPER_SIZES['epochs']} as App. F; mc on CPU {MC_CPU_SIZES['epochs']})")
-    p.add_argument("--mc-dtype", choices=("float32", "float64"), default="float64")
-    p.add_argument("--d", type=int, default=100)
-    p.add_argument("--m", type=int, default=20)
-    p.add_argument("--t", type=float, nargs="+", default=list(TIMES))
-    p.add_argument("--activations", nargs="+", default=list(ACTS), choices=list(ACTIVATIONS))
+    p.add_argument("--mc-dtype", choices=("float32", "float64"), default="float64",
+                   help="Monte Carlo arithmetic (mc only; default float64)")
+    p.add_argument("--d", type=int, default=100, help="patch dimension d (default 100, App. F)")
+    p.add_argument("--m", type=int, default=20, help="neurons per patch m (default 20, App. F)")
+    p.add_argument("--t", type=float, nargs="+", default=list(TIMES),
+                   help="diffusion times, OU schedule (default 0.2 0.4 0.6 0.8, as Figure 6)")
+    p.add_argument("--activations", nargs="+", default=list(ACTS), choices=list(ACTIVATIONS),
+                   help="activations (default: relu linear quadratic cubic)")
     p.add_argument("--zeta", default="uniform:0.2:0.8", help="zeta distribution (default uniform:0.2:0.8)")
     p.add_argument("--lr", type=float, default=None, help="GD step size (default: per activation and loss)")
     p.add_argument("--init-std", type=float, default=None, help="init std (default 0.1/sqrt(d))")
-    p.add_argument("--samples", type=int, default=5000, help="fresh x_t per panel for the histogram (App. F 5000)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--checkpoint-dir", default=None, help="save/resume Monte Carlo training here")
+    p.add_argument("--samples", type=int, default=5000,
+                   help="fresh x_t per panel for the histogram (default 5000, App. F)")
+    p.add_argument("--seed", type=int, default=0, help="seed of initialisation and samples (default 0)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default auto)")
+    p.add_argument("--checkpoint-dir", default=None,
+                   help="save/resume Monte Carlo training here (default: no checkpoints)")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
                    help="processes for exact training on CPU (default: min(2, CPU count))")
     p.add_argument("--no-progress", action="store_true")

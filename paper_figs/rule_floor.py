@@ -70,12 +70,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="diffusion times, OU schedule (default 0.1, 0.2, ..., 1.0)")
     p.add_argument("--activations", nargs="+", default=list(ACTS), choices=list(ACTIVATIONS),
                    help="per-patch (eq. (1)) activations, exact training (default: all four)")
-    p.add_argument("--d", type=int, default=100, help="patch dimension (App. F: 100)")
-    p.add_argument("--m", type=int, default=20, help="neurons per patch of the per-patch nets (App. F: 20)")
-    p.add_argument("--epochs", type=int, default=5000, help="exact GD epochs of the per-patch nets (App. F: 5000)")
+    p.add_argument("--d", type=int, default=100, help="patch dimension (default 100, App. F)")
+    p.add_argument("--m", type=int, default=20, help="neurons per patch of the per-patch nets (default 20, App. F)")
+    p.add_argument("--epochs", type=int, default=5000,
+                   help="exact GD epochs of the per-patch nets (default 5000, App. F)")
     p.add_argument("--lr", type=float, default=None, help="per-patch GD step size (default: per activation and loss)")
     p.add_argument("--zeta", default="uniform:0.2:0.8", help="zeta distribution (default uniform:0.2:0.8)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
                    help="processes for the exact training (default: min(2, CPU count))")
     p.add_argument("--no-joint", action="store_true", help="skip the joint networks")
@@ -93,7 +94,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="draw a fresh Monte Carlo sample set every epoch (no over-fitting; ~4x slower)")
     p.add_argument("--joint-samples", type=int, default=JOINT_SAMPLES,
                    help=f"fresh x_t for each joint net's E (default {JOINT_SAMPLES})")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default auto)")
     p.add_argument("--no-progress", action="store_true")
 
 

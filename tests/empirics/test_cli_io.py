@@ -39,8 +39,35 @@ def test_npz_and_png_round_trip(tmp_path):
     assert len(load_png_folder(tmp_path / "png")) == 5
     with pytest.raises(ValueError, match=".npz"):
         save_npz(batch, tmp_path / "b.txt")
+    with pytest.raises(ValueError, match="overwrite"):
+        save_npz(batch[:2], tmp_path / "b.npz")
+    save_npz(batch[:2], tmp_path / "b.npz", overwrite=True)
+    assert len(load_npz(tmp_path / "b.npz")) == 2
     with pytest.raises(ValueError, match="params.csv"):
         load_png_folder(tmp_path)
+
+
+def test_written_files_honour_the_umask(tmp_path):
+    """Results are readable by others (0644 / 0755 under umask 022), not private temporary-file modes."""
+    import os
+
+    from empirics import ddpm
+    from paper_figs._io import write_json
+
+    old = os.umask(0o022)
+    try:
+        batch = generate("A", 3, 32, seed=0)
+        save_npz(batch, tmp_path / "a.npz")
+        write_json(tmp_path / "x.json", {"a": 1})
+        run = ddpm.create_run(tmp_path / "run", ddpm.make_config("A", "smoke", n_train=16, batch_size=4)).root
+        ddpm.save_samples(batch.images, "A", tmp_path / "s", seeds=[0, 1, 2], meta={})
+        for p in (tmp_path / "a.npz", tmp_path / "x.json", run / "config.json", run / "train.npz",
+                  tmp_path / "s" / "samples.npz"):
+            assert (p.stat().st_mode & 0o777) == 0o644, p
+        for d in (run, tmp_path / "s"):
+            assert (d.stat().st_mode & 0o777) == 0o755, d
+    finally:
+        os.umask(old)
 
 
 def test_read_images_lists_odd_files(tmp_path):
