@@ -10,13 +10,15 @@ servers can read the results.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_torch_save", "atomic_folder"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_torch_save", "atomic_folder", "write_json",
+           "prepare_outputs", "check_folder"]
 
 
 def _umask() -> int:
@@ -94,3 +96,36 @@ def atomic_folder(path, overwrite: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def write_json(path, obj) -> None:
+    """``obj`` as indented JSON, atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def check_folder(path, flag: str = "--out") -> Path:
+    """``path`` as a folder that exists or can be created: not a file, not under a file."""
+    out = Path(path)
+    for parent in (out, *out.parents):
+        if parent.exists() and not parent.is_dir():
+            where = "is a file" if parent == out else f"is under the file {str(parent)!r}"
+            raise ValueError(f"{flag} {str(out)!r} {where}; give a folder")
+    return out
+
+
+def prepare_outputs(out_dir, names, overwrite: bool, flag: str = "--out") -> list[Path]:
+    """Create the folder ``out_dir`` and return its output paths; refuse to replace existing files unless asked.
+
+    Every problem is a ``ValueError`` naming ``flag``: a file where the folder should be, a path under
+    a file, a folder that cannot be created, outputs that exist without ``overwrite``.
+    """
+    out = check_folder(out_dir, flag)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"{flag} {str(out)!r} cannot be created: {exc.strerror or exc}") from exc
+    paths = [out / n for n in names]
+    existing = [str(p) for p in paths if p.exists()]
+    if existing and not overwrite:
+        raise ValueError(f"output files exist: {', '.join(existing)}; pass --overwrite to replace them")
+    return paths

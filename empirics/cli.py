@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from empirics._checks import check_trim
+from empirics.atomic import atomic_write_bytes, check_folder, prepare_outputs, write_json
 from empirics.evaluate import Evaluation, evaluate
 from empirics.io import read_images, save_npz, save_png_folder
 from empirics.metrics import feature_errors
@@ -90,7 +92,13 @@ def run(args) -> int:
 def run_data(args) -> int:
     task = args.task
     n = TRAIN_SIZES[task] if args.n is None else args.n
-    out = Path(args.out)
+    if n < 1:
+        raise ValueError(f"--n must be >= 1, got {n}")
+    if args.size < 16:
+        raise ValueError(f"--size must be >= 16 px, got {args.size}")
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    out = check_folder(args.out)
     npz_path = out / f"{task.value}_{args.size}.npz"
     if args.format in ("npz", "both") and npz_path.exists() and not args.overwrite:
         raise ValueError(f"{npz_path} exists; pass --overwrite to replace it")
@@ -148,12 +156,23 @@ def _jsonable(obj):
 
 
 def run_eval(args) -> int:
-    from paper_figs._io import atomic_write_bytes, prepare_outputs, write_json
-
     task = args.task
+    if args.n_boot < 0:
+        raise ValueError(f"--n-boot must be >= 0, got {args.n_boot}")
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    try:
+        check_trim(args.trim)
+    except ValueError as exc:
+        raise ValueError(f"--trim: {exc}") from exc
     src = Path(args.path)
+    out = check_folder(Path(args.out) if args.out else _default_out(src))
     image_set = read_images(src)
-    out = Path(args.out) if args.out else _default_out(src)
+    if not image_set.images:
+        why = "; ".join(f"{f}: {r}" for f, r in image_set.skipped[:5]) or "no image files"
+        raise ValueError(f"no image could be read from {str(src)!r} ({why})")
     jsonl_path, csv_path, summary_path = prepare_outputs(
         out, ["evaluation.jsonl", "evaluation.csv", "summary.json"], args.overwrite)
     for name, why in image_set.skipped:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -190,6 +191,9 @@ def read_images(path) -> ImageSet:
     if not p.exists():
         raise ValueError(f"no such file or folder: {str(p)!r}")
     if p.is_file() and p.suffix.lower() == ".npz":
+        if not zipfile.is_zipfile(p):
+            raise ValueError(f"{str(p)!r} is not an .npz archive (not a zip file); give an .npz written by numpy "
+                             "(np.savez) with an 'images' array, an image, or a folder of images")
         try:
             batch = load_npz(p)
             return ImageSet([f"{p.name}#{i}" for i in range(len(batch))], list(batch.images), [],
@@ -203,8 +207,13 @@ def read_images(path) -> ImageSet:
                 arr = z["images"]
         except (OSError, EOFError) as exc:
             raise ValueError(f"cannot read {str(p)!r} as .npz: {exc}") from exc
-        if arr.ndim == 3:
-            arr = arr[None]
+        if arr.ndim == 3 and arr.shape[-1] in (3, 4):
+            arr = arr[None]  # one RGB(A) image
+        if arr.ndim != 4 or arr.shape[-1] != 3 or len(arr) == 0:
+            kind = " (grayscale / single channel: give RGB images [N, S, S, 3])" if arr.ndim == 3 or (
+                arr.ndim == 4 and arr.shape[-1] == 1) else ""
+            raise ValueError(f"{str(p)!r}: the 'images' array has shape {tuple(arr.shape)}{kind}; "
+                             "expected RGB images [N, S, S, 3] with N >= 1")
         return ImageSet([f"{p.name}#{i}" for i in range(len(arr))], list(arr))
     if p.is_file():
         img = _read_one(p)

@@ -1,28 +1,12 @@
-"""Output helpers shared by the figure scripts: never overwrite silently, write atomically."""
+"""Output helpers of the figure scripts: the atomic writers of ``empirics.atomic`` and ``save_figure``."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from empirics.atomic import atomic_write_bytes
+from empirics.atomic import atomic_write_bytes, prepare_outputs, write_json
 
 __all__ = ["prepare_outputs", "atomic_write_bytes", "write_json", "save_figure"]
-
-
-def prepare_outputs(out_dir, names, overwrite: bool) -> list[Path]:
-    """Create ``out_dir`` and return the output paths; refuse to replace existing files unless asked."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / n for n in names]
-    existing = [str(p) for p in paths if p.exists()]
-    if existing and not overwrite:
-        raise ValueError(f"output files exist: {', '.join(existing)}; pass --overwrite to replace them")
-    return paths
-
-
-def write_json(path, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
 def save_figure(fig, path) -> None:

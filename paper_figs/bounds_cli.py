@@ -11,9 +11,11 @@ forms proven equal to the sympy derivation) and ``derivations.paper_app_e`` (the
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
+from empirics.atomic import check_folder
 from paper_figs._io import write_json
 from theory.bounds import (
     bayes_optimal_rule_error,
@@ -72,7 +74,7 @@ def _report(zeta, spec: str, t: float, target: str, floor) -> dict:
           f"target = {target}, zeta = {spec}")
     for pts in linear_stationary_points(zeta, alpha, beta, target):
         for q in pts:
-            rec["stationary_points"].append(q.as_dict())
+            rec["stationary_points"].append({**q.as_dict(), "patch": q.patch + 1})  # 1, 2 as x^(1), x^(2)
             mark = "  <- GD from small init" if q.reached_by_gd else ""
             h = ", ".join(f"{e:.4g}" for e in q.hessian_in_plane)
             print(f"  patch {q.patch + 1} {q.kind:<10} <w,f>^2 = {q.proj_sq:<10.6g} "
@@ -104,7 +106,22 @@ def _report(zeta, spec: str, t: float, target: str, floor) -> dict:
 
 
 def run(args) -> int:
-    zeta = parse_zeta(args.zeta)
+    try:
+        zeta = parse_zeta(args.zeta)
+    except ValueError as exc:
+        raise ValueError(f"--zeta: {exc}") from exc
+    bad_t = [t for t in args.t if not (math.isfinite(t) and t > 0)]
+    if bad_t:
+        raise ValueError(f"--t must be diffusion times > 0, got {bad_t}")
+    if args.json is not None:
+        check_folder(Path(args.json).parent, "--json")
+        if Path(args.json).is_dir():
+            raise ValueError(f"--json {args.json!r} is a folder; give a file name")
+    upper = float(zeta.hi)
+    if upper > 1:
+        print(f"warning: --zeta {args.zeta} reaches {upper:g} > 1; Def 4.1's patches x^(1) = zeta u and "
+              "x^(2) = (1 - zeta) v then have a negative coefficient and the rule's premise (norms summing to 1) "
+              "fails (derivations/ERRATA.md)", file=sys.stderr)
     targets = ("paper", "score") if args.target == "both" else (args.target,)
     if args.json is not None and Path(args.json).exists() and not args.overwrite:
         raise ValueError(f"output file exists: {args.json}; pass --overwrite to replace it")

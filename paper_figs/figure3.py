@@ -6,21 +6,23 @@ panel shows y against x for the images within the [2.5 %, 97.5 %] ratio percenti
 estimation line y = b1 x + b0 (trimmed OLS), the ground-truth line y = k x, R^2 and Error (eq. (4)).
 ``--degrade`` repeats it on blurred + JPEG-compressed copies (robustness of the evaluator).
 
-Writes ``figure3.png``, ``figure3.pdf`` and ``figure3.json`` (every summary, the feature errors
-against the ground truth in pixels, the settings). Run: ``python -m paper_figs.figure3`` or
-``hidden-rules figure3``.
+Writes ``figure3.png``, ``figure3.pdf``, ``figure3.json`` (every summary, the feature errors
+against the ground truth in pixels, the settings) and ``figure3.csv`` (one row per image).
+Run: ``python -m paper_figs.figure3`` or ``hidden-rules figure3``.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import sys
 import time
 
 from empirics.evaluate import evaluate
 from empirics.metrics import feature_errors
 from empirics.tasks import RULE_FEATURES, TRAIN_SIZES, Task, degrade, generate
-from paper_figs._io import prepare_outputs, save_figure, write_json
+from paper_figs._io import atomic_write_bytes, prepare_outputs, save_figure, write_json
 from paper_figs._plots import rule_panel
 
 
@@ -47,7 +49,17 @@ def run(args) -> int:
     import matplotlib.pyplot as plt
 
     tasks = [Task.parse(t) for t in args.tasks]
-    png, pdf, js = prepare_outputs(args.out, ["figure3.png", "figure3.pdf", "figure3.json"], args.overwrite)
+    if args.n is not None and args.n < 3:
+        raise ValueError(f"--n must be >= 3 (a fit needs 3 images), got {args.n}")
+    if args.size < 16:
+        raise ValueError(f"--size must be >= 16 px, got {args.size}")
+    if args.n_boot < 0 or args.workers < 1 or args.seed < 0:
+        raise ValueError("--n-boot and --seed must be >= 0 and --workers >= 1")
+    names = ["figure3.png", "figure3.pdf", "figure3.json", "figure3.csv"]
+    png, pdf, js, csv_path = prepare_outputs(args.out, names, args.overwrite)
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["task", "image", "valid", "reason", "x", "y", "ratio", "coarse_ok", "x_true", "y_true"])
     fig, axes = plt.subplots(1, len(tasks), figsize=(3.4 * len(tasks), 3.3), squeeze=False)
     degradation = {"blur_sigma_px": 0.5, "jpeg_quality": 75} if args.degrade else None
     record = {"figure": "Figure 3", "size": args.size, "seed": args.seed, "degraded": args.degrade,
@@ -64,12 +76,18 @@ def run(args) -> int:
         errors = feature_errors(ev.features, batch.params, RULE_FEATURES[task], args.size, ev.valid)
         record["tasks"][task.value] = {"n": n, "evaluate_seconds": seconds, "summary": summary,
                                        "feature_errors_px": errors}
+        ratio = ev.ratio
+        for i in range(len(ev)):
+            ok = bool(ev.valid[i])
+            writer.writerow([task.value, i, ok, ev.reason[i], f"{ev.x[i]:.6g}" if ok else "",
+                             f"{ev.y[i]:.6g}" if ok else "", f"{ratio[i]:.6g}" if ok else "",
+                             bool(ev.coarse_ok[i]) if ok else "", f"{batch.x[i]:.6g}", f"{batch.y[i]:.6g}"])
         if summary["r2"] is not None:
             rule_panel(axes[0][j], task, ev.x, ev.y, ev.valid, summary)
-        print(f"Task {task.value}: n={n} valid={summary['valid_fraction']:.4f} R^2={summary['r2']} "
-              f"b1={summary['beta1']} Error={summary['error']} "
+        print(f"Task {task.value}: n={n} valid={summary['valid_fraction']:.4f} R^2={_g(summary['r2'], 6)} "
+              f"b1={_g(summary['beta1'], 5)} Error={_g(summary['error'], 4)} "
               f"coarse violations={summary['coarse_violations']} feature error median/p95 = "
-              f"{errors['all']['median_px']}/{errors['all']['p95_px']} px")
+              f"{_g(errors['all']['median_px'], 3)}/{_g(errors['all']['p95_px'], 3)} px")
     title = "Figure 3: evaluator on synthetic training data"
     fig.suptitle(title + (" (blur 0.5 px + JPEG q75)" if args.degrade else ""), fontsize=11)
     fig.tight_layout()
@@ -78,8 +96,13 @@ def run(args) -> int:
     plt.close(fig)
     record["seconds_total"] = time.perf_counter() - t_start
     write_json(js, record)
-    print(f"wrote {png}, {pdf}, {js}")
+    atomic_write_bytes(csv_path, text.getvalue().encode())
+    print(f"wrote {png}, {pdf}, {js}, {csv_path}")
     return 0
+
+
+def _g(value, digits: int) -> str:
+    return "n/a" if value is None else f"{value:.{digits}g}"
 
 
 def main(argv=None) -> int:

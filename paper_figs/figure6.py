@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import math
 import os
 import sys
 import time
@@ -138,11 +139,12 @@ def plot(panels, acts, times, target: str, estimator: str = "exact"):
         ax.axvline(panel["rule_value"], color="#c44e52", lw=2, label=r"$\alpha_t/\beta_t^2$")
         err = panel.get("rule_error_exact") or panel["rule_error_mc"]
         kind = "exact" if "rule_error_exact" in panel else "MC"
-        ax.text(0.02, 0.97, f"bias {err['bias']:+.3g}\nvar {err['variance']:.3g} ({kind})", transform=ax.transAxes,
-                va="top", fontsize=8, bbox={"facecolor": "white", "alpha": 0.8, "lw": 0})
-        ax.set_title(f"{cfg['activation']}, t={cfg['t']:g}", fontsize=9)
+        # The statistics go in the title, where they cover no bars.
+        ax.set_title(f"{cfg['activation']}, t={cfg['t']:g}\nbias {err['bias']:+.3g}, var {err['variance']:.3g} "
+                     f"({kind})", fontsize=8)
         ax.tick_params(labelsize=7)
-    axes[0][0].legend(fontsize=7, loc="upper right")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="upper right")
     name = "eq. (2) as printed (target eps)" if target == "paper" else "consistent DSM (target -eps/beta)"
     cfg = panels[0]["config"]
     how = ("exact population loss" if estimator == "exact"
@@ -167,15 +169,45 @@ def _jsonable(panels):
     return out
 
 
+def check_arguments(args) -> None:
+    """Every flag checked before any work, each error naming its flag."""
+    if args.estimator == "exact" and (args.n is not None or args.n_eps is not None):
+        raise ValueError("--n and --n-eps set the Monte Carlo sample; they apply to --estimator mc only "
+                         "(the exact estimator uses no samples)")
+    positive_ints = {"--samples": (args.samples, 2), "--d": (args.d, 1), "--m": (args.m, 1),
+                     "--workers": (args.workers, 1), "--n": (args.n, 1), "--n-eps": (args.n_eps, 1),
+                     "--epochs": (args.epochs, 1)}
+    for flag, (value, low) in positive_ints.items():
+        if value is not None and value < low:
+            raise ValueError(f"{flag} must be >= {low}, got {value}")
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    for flag, value in (("--lr", args.lr), ("--init-std", args.init_std)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{flag} must be a finite number > 0, got {value}")
+    bad_t = [t for t in args.t if not (math.isfinite(t) and t > 0)]
+    if bad_t:
+        raise ValueError(f"--t must be diffusion times > 0, got {bad_t}")
+    try:
+        parse_zeta(args.zeta)
+    except ValueError as exc:
+        raise ValueError(f"--zeta: {exc}") from exc
+    try:
+        resolve_device(args.device)
+    except ValueError as exc:
+        raise ValueError(f"--device: {exc}") from exc
+
+
 def run(args) -> int:
+    check_arguments(args)
     targets = ("paper", "score") if args.loss == "both" else (args.loss,)
     names = []
     for target in targets:
         names += [f"figure6_{target}.{ext}" for ext in ("png", "pdf", "json")] + [f"figure6_{target}_psi.csv"]
-    paths = prepare_outputs(args.out, names, args.overwrite)
-    t_start = time.perf_counter()
     # All trainings in one call: the exact estimator runs every (activation, t, target) in one lock-step batch.
     per_target = {target: build_configs(args, target) for target in targets}
+    paths = prepare_outputs(args.out, names, args.overwrite)
+    t_start = time.perf_counter()
     all_configs = [c for target in targets for c in per_target[target]]
     t0 = time.perf_counter()
     all_results = train_many(all_configs, progress=not args.no_progress, checkpoint_dir=args.checkpoint_dir,
