@@ -78,10 +78,12 @@ class Backbone(str, enum.Enum):
 
 
 class Sampler(str, enum.Enum):
-    """Reverse processes: ancestral DDPM (Ho et al., the paper's) and DDIM (Song et al.)."""
+    """Reverse processes: ancestral DDPM (Ho et al., the paper's), DDIM (Song et al.) and the stochastic
+    second-order DPM-Solver++ (Lu et al. 2022, ``sde-dpmsolver++``; beyond the paper, fewer steps)."""
 
     DDPM = "ddpm"
     DDIM = "ddim"
+    DPMPP_SDE = "dpmpp-sde"
 
 
 class CheckpointError(ValueError):
@@ -289,21 +291,25 @@ def scheduler(kind="ddpm"):
     Both clip the x0 prediction to [-1, 1] (diffusers' default, Ho et al.'s sampler). DDIM uses
     ``set_alpha_to_one=True`` so that its last step returns the x0 prediction.
     """
-    from diffusers import DDIMScheduler, DDPMScheduler
+    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
     kind = _sampler(kind)
     common = dict(num_train_timesteps=T_STEPS, beta_start=BETA_START, beta_end=BETA_END, beta_schedule="linear",
-                  prediction_type="epsilon", clip_sample=True)
+                  prediction_type="epsilon")
     if kind is Sampler.DDPM:
-        return DDPMScheduler(variance_type="fixed_small", **common)
-    return DDIMScheduler(set_alpha_to_one=True, **common)
+        return DDPMScheduler(variance_type="fixed_small", clip_sample=True, **common)
+    if kind is Sampler.DDIM:
+        return DDIMScheduler(set_alpha_to_one=True, clip_sample=True, **common)
+    # Dynamic thresholding with sample_max_value = 1 is the same static clip of x0 to [-1, 1].
+    return DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++", solver_order=2, thresholding=True,
+                                       sample_max_value=1.0, lower_order_final=True, **common)
 
 
 def _sampler(kind) -> Sampler:
     try:
         return Sampler(kind.value if isinstance(kind, Sampler) else str(kind).lower())
     except ValueError:
-        raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {kind!r}") from None
+        raise ValueError(f"sampler must be one of {[s.value for s in Sampler]}, got {kind!r}") from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -652,14 +658,14 @@ class SampleSpec:
         if self.steps > T_STEPS:
             raise ValueError(f"steps must be in [1, {T_STEPS}] (the number of training timesteps), got {self.steps}")
         check_real("eta", self.eta, 0.0, 1.0)
-        if self.sampler is Sampler.DDPM and self.eta != 0.0:
-            raise ValueError("eta applies to the ddim sampler only; the ddpm sampler is ancestral")
+        if self.sampler is not Sampler.DDIM and self.eta != 0.0:
+            raise ValueError(f"eta applies to the ddim sampler only, not {self.sampler.value}")
 
     @property
     def name(self) -> str:
-        if self.sampler is Sampler.DDPM:
-            return f"ddpm-{self.steps}"
-        return f"ddim-{self.steps}-eta{self.eta:g}"
+        if self.sampler is Sampler.DDIM:
+            return f"ddim-{self.steps}-eta{self.eta:g}"
+        return f"{self.sampler.value}-{self.steps}"
 
 
 @dataclass
@@ -732,13 +738,14 @@ def _device(device) -> torch.device:
 
 def sample_images(model, n: int, size: int, spec: SampleSpec = SampleSpec(), *, seed: int = 0,
                   batch_size: int = 256, device="auto", progress: bool = False, channels_last: bool = False,
-                  guide=None) -> np.ndarray:
+                  guide=None, compile_model: bool = False) -> np.ndarray:
     """``n`` samples (uint8 [n, size, size, 3] RGB) of the reverse process ``spec`` for ``eps = model(x_t, t)``.
 
     Sample i uses the seed ``seed + i`` for its initial noise and every noise draw after it, so it
     does not depend on ``n``, ``batch_size`` or the other samples (up to float round-off of batched
     convolutions). ``guide(x_t, t, eps) -> eps`` may modify the model's prediction at each step
-    (classifier guidance in score form); ``None`` samples the model as is.
+    (classifier guidance in score form); ``None`` samples the model as is. ``compile_model`` runs the
+    model through ``torch.compile`` (every batch is padded to ``batch_size`` so that it compiles once).
     """
     n = check_int("n", n, 1)
     size = check_int("size", size, 1)
@@ -755,24 +762,31 @@ def sample_images(model, n: int, size: int, spec: SampleSpec = SampleSpec(), *, 
     total = n_batches * len(sched.timesteps)
     bar = _progress(range(total), progress, f"sample {spec.name}", 0, total)
     ticks = iter(bar)
+    net = torch.compile(model, dynamic=False) if compile_model else model
     with torch.inference_mode() if guide is None else contextlib.nullcontext():
         for start in range(0, n, batch_size):
             stop = min(n, start + batch_size)
-            gens = [torch.Generator().manual_seed(seed + i) for i in range(start, stop)]
+            # padding rows (compiled model only) use seeds past the last sample and are discarded
+            rows = range(start, start + batch_size) if compile_model else range(start, stop)
+            gens = [torch.Generator().manual_seed(seed + i) for i in rows]
             x = torch.stack([torch.randn((3, size, size), generator=g) for g in gens]).to(dev)
             x = x.contiguous(memory_format=fmt)
             for t in sched.timesteps:
-                tt = torch.full((stop - start,), int(t), device=dev, dtype=torch.long)
+                tt = torch.full((len(gens),), int(t), device=dev, dtype=torch.long)
                 with torch.inference_mode():
-                    eps = model(x, tt)
+                    eps = net(x, tt)
                 if guide is not None:
                     eps = guide(x, tt, eps)
                 if spec.sampler is Sampler.DDIM:
                     x = sched.step(eps, t, x, eta=spec.eta, generator=gens).prev_sample
+                elif spec.sampler is Sampler.DPMPP_SDE:
+                    # the SDE solver's noise, one generator per sample (the scheduler draws one tensor)
+                    noise = torch.stack([torch.randn(x.shape[1:], generator=g) for g in gens]).to(x)
+                    x = sched.step(eps, t, x, variance_noise=noise).prev_sample
                 else:
                     x = sched.step(eps, t, x, generator=gens).prev_sample
                 next(ticks, None)
-            out[start:stop] = to_uint8(x)
+            out[start:stop] = to_uint8(x[: stop - start])
     if hasattr(bar, "close"):
         bar.close()
     return out
@@ -814,7 +828,8 @@ def save_samples(images: np.ndarray, task, out_dir, *, seeds: np.ndarray, meta: 
 
 
 def sample(run_dir, n: int, spec: SampleSpec = SampleSpec(), *, seed: int = 0, out=None, snapshot_step=None,
-           batch_size: int = 256, device="auto", overwrite: bool = False, progress: bool = True) -> Path:
+           batch_size: int = 256, device="auto", overwrite: bool = False, progress: bool = True,
+           compile_model: bool = False) -> Path:
     """Sample ``n`` images from a run's EMA weights and save them (default ``<run>/samples/<spec.name>``).
 
     Returns the output folder; its ``sample.json`` records the spec, seeds, step and wall time.
@@ -831,12 +846,14 @@ def sample(run_dir, n: int, spec: SampleSpec = SampleSpec(), *, seed: int = 0, o
     with ema_weights(run.model, run.ema):
         images = sample_images(run.model, n, run.config.size, spec, seed=seed, batch_size=batch_size,
                                device=next(run.model.parameters()).device, progress=progress,
-                               channels_last=run.config.channels_last and run.config.backbone == "unet")
+                               channels_last=run.config.channels_last and run.config.backbone == "unet",
+                               compile_model=compile_model)
     seconds = time.perf_counter() - t0
     meta = {"run": str(run.files.root), "task": run.config.task, "preset": run.config.preset,
             "train_step": run.step, "sampler": spec.sampler.value, "steps": spec.steps, "eta": spec.eta,
             "n": n, "seed": seed, "seeds": f"{seed}..{seed + n - 1} (sample i uses seed + i)",
-            "batch_size": batch_size, "seconds": round(seconds, 2), "torch_threads": torch.get_num_threads(),
+            "batch_size": batch_size, "compiled": compile_model, "seconds": round(seconds, 2),
+            "torch_threads": torch.get_num_threads(),
             "device": str(next(run.model.parameters()).device), "peak_rss_mib": round(peak_rss_mib(), 1)}
     return save_samples(images, run.config.task, out, seeds=np.arange(seed, seed + n), meta=meta,
                         overwrite=overwrite)

@@ -113,6 +113,8 @@ RELAXED_TOLERANCE = {"hue": (10.0, 2.0), "sat": (65.0, 5.0), "val": (60.0, 6.0),
 SHAPE_TOLERANCE = {"hue": (12.0, 2.0), "sat": (80.0, 5.0), "val": (60.0, 6.0), "sat_dark": (205.0, 5.0)}
 BLANK_INK = 0.1             # an image whose strongest pixel has less ink (sum over RGB, 0..3) is blank
 REGION_INK = 0.15           # pixels with more ink than this (sum over RGB) form the ink blobs
+BACKGROUND_MIN = 0.6         # a background (median colour) darker than this in any channel is not paper
+BACKGROUND_WHITE = 0.96      # a background at least this bright in every channel counts as white as it is
 STRONG_INK = 0.6            # unlabelled pixels with this much ink far from every element: unexpected object
 BORDER_COVERAGE = 0.5       # an element whose coverage on a border pixel exceeds this is cut by the border
 PURE_FRACTION = 0.97        # thin elements: luma level = median of pixels with >= 97 % of the peak luma ink
@@ -197,6 +199,13 @@ def _membership(h, s, v, family: HSVRange, tol: dict) -> np.ndarray:
     s_lo, s_hi = family.sat
     v_lo, v_hi = family.val
     tol_s_hi, tau_s_hi = tol["sat_dark"] if family is DARK else (tol_s, tau_s)
+    if family is DARK:
+        # App. C's dark tones include black. Below the box's value floor HSV saturation is meaningless (a
+        # near-black pixel with a faint tint reads S = 255), so there the pixel is dark whatever its
+        # saturation: a colour that dark is black (App. C's poles and suns have V >= 100).
+        below = v < v_lo
+        s = np.where(below, np.minimum(s, s_hi), s)
+        v = np.where(below, v_lo, v)
     m = expit(np.minimum((s - (s_lo - tol_s)) / tau_s, ((s_hi + tol_s_hi) - s) / tau_s_hi))
     m *= expit(np.minimum(v - (v_lo - tol_v), (v_hi + tol_v) - v) / tau_v)
     h_lo, h_hi = family.hue
@@ -963,6 +972,26 @@ def _worth_retrying(reasons: list[str]) -> bool:
                                  for r in reasons) and "blank image (no elements)" not in reasons
 
 
+def _whiten_background(rgb: np.ndarray) -> np.ndarray:
+    """Divide each image by its background colour, so that off-white paper reads as white.
+
+    The background is the per-channel median of the image's pixels (the elements of every task
+    cover well under half of the image). Generated samples often have a grey or tinted background
+    (e.g. RGB 225 instead of 255); the evaluator's ink (white - colour) and its colour families assume
+    white paper. A background within ``BACKGROUND_WHITE`` of white in every channel is left untouched
+    (rendered images, and JPEG-compressed ones, are unchanged), and a median darker than
+    ``BACKGROUND_MIN`` is not paper and is left too (the image will be Invalid).
+    """
+    n = rgb.shape[0]
+    with np.errstate(invalid="ignore"):
+        bg = np.median(rgb.reshape(n, -1, 3), axis=1)
+    fix = np.all(bg >= BACKGROUND_MIN, axis=1) & np.any(bg < BACKGROUND_WHITE, axis=1)
+    if fix.any():
+        rgb = rgb.copy()
+        rgb[fix] = np.minimum(rgb[fix] / bg[fix][:, None, None, :].astype(rgb.dtype), 1.0)
+    return rgb
+
+
 def evaluate(images, task, *, value_range=None, workers: int = 1,
              chunk_size: int | None = None) -> Evaluation:
     """Measure every image of ``task`` (Fig. 2 pipeline, module docstring): features, rules, validity.
@@ -974,6 +1003,7 @@ def evaluate(images, task, *, value_range=None, workers: int = 1,
     task = Task.parse(task)
     workers = check_int("workers", workers, 1, 64)
     rgb, nonfinite = as_float_rgb(images, value_range)
+    rgb = _whiten_background(rgb)
     n, S = rgb.shape[:2]
     chunk = check_int("chunk_size", chunk_size, 1) if chunk_size is not None else max(32, 2**20 // (S * S))
     starts = list(range(0, n, chunk))

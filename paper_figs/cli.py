@@ -47,8 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"hidden-rules {_version()}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
-    for verb, (_, help_text) in VERBS.items():
-        sub.add_parser(verb, help=help_text, description=help_text, add_help=False)
+    for verb, (module, help_text) in VERBS.items():
+        p = sub.add_parser(verb, help=help_text, description=help_text.replace("%%", "%"))
+        p.set_defaults(_module=module)
+        importlib.import_module(module).add_arguments(p)
     return parser
 
 

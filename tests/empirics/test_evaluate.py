@@ -175,3 +175,28 @@ def test_evaluation_api():
     np.testing.assert_array_equal(both.x, ev.x)
     single = evaluate(batch.images, "D")
     np.testing.assert_allclose(single.x, ev.x)
+
+
+@pytest.mark.parametrize("task", "ABCD")
+def test_off_white_background_reads_as_white(task):
+    """A generated sample's grey paper: the whole image darkened to 88 % (background RGB 224) measures
+    like the white original (features within 0.05 px, same validity)."""
+    batch = generate(task, 200, 32, seed=21)
+    grey = np.round(batch.images.astype(np.float64) * 0.88).astype(np.uint8)
+    ev, ev_grey = evaluate(batch.images, task), evaluate(grey, task)
+    assert np.array_equal(ev.valid, ev_grey.valid)
+    for key in RULE_FEATURES[Task.parse(task)]:
+        err = np.abs(ev.features[key] - ev_grey.features[key])[ev.valid] * 32
+        assert np.max(err) <= 0.05, (key, np.max(err))
+
+
+def test_black_shadow_is_still_a_shadow():
+    """App. C's dark tones include black: a near-black shadow with a faint blue tint (HSV saturation 255 at
+    value 20) is measured as the shadow, not rejected as an unknown colour."""
+    params = sample_params("A", 100, 32, seed=4)
+    params["shadow_red"], params["shadow_green"], params["shadow_blue"] = (np.full(100, c) for c in (4.0, 8.0, 20.0))
+    imgs = render("A", params, 32)
+    ev = evaluate(imgs, "A")
+    assert ev.valid.mean() >= 0.99, list(ev.reason[~ev.valid])
+    err = feature_errors(ev.features, params, RULE_FEATURES[Task.A], 32, ev.valid)["all"]
+    assert err["p95_px"] <= 0.5
