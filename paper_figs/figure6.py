@@ -66,6 +66,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         f"{MC_CPU_SIZES['n_eps']} on CPU)")
     p.add_argument("--epochs", type=int, default=None,
                    help=f"GD epochs (default {PAPER_SIZES['epochs']} as App. F; mc on CPU {MC_CPU_SIZES['epochs']})")
+    p.add_argument("--resample", action="store_true",
+                   help="mc only: a fresh sample every epoch instead of App. F's fixed sample set (default: fixed)")
     p.add_argument("--mc-dtype", choices=("float32", "float64"), default="float64",
                    help="Monte Carlo arithmetic (mc only; default float64)")
     p.add_argument("--d", type=int, default=100, help="patch dimension d (default 100, App. F)")
@@ -94,7 +96,8 @@ def build_configs(args, target: str) -> list[TrainConfig]:
     zeta = parse_zeta(args.zeta)
     return [TrainConfig(activation=a, t=t, d=args.d, m=args.m, zeta=zeta, target=target, estimator=args.estimator,
                         n=sizes["n"], n_eps=sizes["n_eps"], epochs=sizes["epochs"], lr=args.lr,
-                        init_std=args.init_std, seed=args.seed, mc_dtype=args.mc_dtype, device=args.device)
+                        init_std=args.init_std, seed=args.seed, mc_dtype=args.mc_dtype, device=args.device,
+                        resample=args.resample)
             for a in args.activations for t in args.t]
 
 
@@ -171,6 +174,8 @@ def _jsonable(panels):
 
 def check_arguments(args) -> None:
     """Every flag checked before any work, each error naming its flag."""
+    if args.estimator == "exact" and args.resample:
+        raise ValueError("--resample applies to --estimator mc only (the exact estimator uses no samples)")
     if args.estimator == "exact" and (args.n is not None or args.n_eps is not None):
         raise ValueError("--n and --n-eps set the Monte Carlo sample; they apply to --estimator mc only "
                          "(the exact estimator uses no samples)")

@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -225,9 +224,10 @@ def test_ema_weights_are_restored_after_sampling(tmp_path):
     assert all(torch.equal(a, p) for a, p in zip(live, loaded.model.parameters()))
 
 
-def test_smoke_end_to_end_cli_under_a_minute(tmp_path, capsys):
-    """The smoke preset trains, samples and evaluates through the CLI in < 60 s."""
-    run, t0 = tmp_path / "runs" / "A", time.perf_counter()
+def test_smoke_end_to_end_cli(tmp_path, capsys):
+    """The smoke preset trains, samples and evaluates through the CLI (its wall time is measured by
+    benchmarks/ddpm_cost.py, not here)."""
+    run = tmp_path / "runs" / "A"
     assert cli_main(["train", "A", "--preset", "smoke", "--out", str(run), "--no-progress"]) == 0
     assert cli_main(["sample", str(run), "--n", "16", "--sampler", "ddim", "--steps", "10", "--no-progress"]) == 0
     out = run / "samples" / "ddim-10-eta1"
@@ -237,7 +237,6 @@ def test_smoke_end_to_end_cli_under_a_minute(tmp_path, capsys):
     assert cli_main(["eval", "A", str(out), "--n-boot", "0"]) == 0
     summary = json.loads((tmp_path / "runs" / "A" / "samples" / "ddim-10-eta1_eval" / "summary.json").read_text())
     assert summary["n_images"] == 16
-    assert time.perf_counter() - t0 < 60
     # a finished run is not retrained silently
     with pytest.raises(SystemExit) as exc:
         cli_main(["train", "A", "--preset", "smoke", "--out", str(run), "--no-progress"])
