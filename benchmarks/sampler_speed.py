@@ -9,7 +9,9 @@ script reports the fastest matching sampler and its speed-up over ancestral-1000
 one run.
 
 Samples are kept in ``<run>/samples/bench<n>-<sampler>`` so an interrupted benchmark resumes where
-it stopped (a sampler already drawn is timed from its ``sample.json``).
+it stopped (a sampler already drawn is timed from its ``sample.json``). With a smaller ``--n`` than an
+existing set of the same sampler, the first n samples of that set are taken (sample i depends on seed
+i only, so they are the n-sample set) and its time is scaled by n/N (``timing`` in the JSON).
 
 Run: ``python benchmarks/sampler_speed.py runs/A [--n 512] [--json docs/sampler_speed_A.json]``.
 """
@@ -18,9 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 from empirics import ddpm
 from empirics.metrics import binomial_ci
@@ -36,7 +41,11 @@ def measure(run: Path, spec: ddpm.SampleSpec, n: int, batch_size: int, n_boot: i
     name = f"bench{n}-{spec.name}"
     folder = ddpm.RunFiles(run).samples / name
     if not (folder / "samples.npz").exists():
-        ddpm.sample(run, n, spec, seed=0, out=folder, batch_size=batch_size, progress=False)
+        larger = _larger_set(run, spec, n)
+        if larger is not None:
+            _first_n(larger, folder, n)
+        else:
+            ddpm.sample(run, n, spec, seed=0, out=folder, batch_size=batch_size, progress=False)
     meta = json.loads((folder / "sample.json").read_text())
     ev = evaluate_run(run, name).sample_eval
     s = ev.summary(n_boot=n_boot, seed=0)
@@ -48,6 +57,7 @@ def measure(run: Path, spec: ddpm.SampleSpec, n: int, batch_size: int, n_boot: i
     return {
         "sampler": spec.name, "steps": spec.steps, "eta": spec.eta, "seconds": meta["seconds"],
         "seconds_per_image": meta["seconds"] / n, "train_step": meta["train_step"],
+        "batch_size": meta.get("batch_size"), "timing": meta.get("timing", "measured"),
         "invalid_percent": 100 * (n - n_valid) / n, "invalid_percent_ci95": [100 * inv[0], 100 * inv[1]],
         "coarse_violations": viol,
         "coarse_violation_percent": 100 * viol / n_valid if n_valid else None,
@@ -55,6 +65,29 @@ def measure(run: Path, spec: ddpm.SampleSpec, n: int, batch_size: int, n_boot: i
         "r2": s["r2"], "r2_ci95": ci.get("r2"), "error": s["error"], "error_ci95": ci.get("error"),
         "conforming_fraction": s["conforming_fraction"],
     }
+
+
+def _larger_set(run: Path, spec: ddpm.SampleSpec, n: int) -> Path | None:
+    """A benchmark set of the same sampler with more than ``n`` samples (seeds 0..N-1), if one exists."""
+    found = []
+    for folder in ddpm.RunFiles(run).samples.glob(f"bench*-{spec.name}"):
+        m = re.fullmatch(rf"bench(\d+)-{re.escape(spec.name)}", folder.name)
+        if m and int(m.group(1)) > n and (folder / "samples.npz").exists():
+            found.append((int(m.group(1)), folder))
+    return min(found)[1] if found else None
+
+
+def _first_n(source: Path, folder: Path, n: int) -> None:
+    """Sample i is drawn from seed i alone, so the first ``n`` samples of a larger set *are* the n-sample
+    set: copy them instead of drawing them again. The time is the larger run's, scaled by n / N."""
+    with np.load(source / "samples.npz") as z:
+        images, seeds = z["images"], z["seeds"]
+    meta = json.loads((source / "sample.json").read_text())
+    big = len(images)
+    meta.update(n=n, seeds=f"0..{n - 1} (sample i uses seed + i)", seconds=meta["seconds"] * n / big,
+                timing=f"scaled by n/N from {source.name} ({big} samples, {meta['seconds']:.1f} s)",
+                first_n_of=source.name)
+    ddpm.save_samples(images[:n], meta["task"], folder, seeds=seeds[:n], meta=meta)
 
 
 def overlaps(a, b) -> bool:

@@ -9,7 +9,7 @@ white - sum_e coverage_e * (white - colour_e); the elements never overlap, so th
 area-weighted mix. Colours are drawn uniformly from App. C's HSV ranges in OpenCV units
 (H in [0, 180), S and V in [0, 255]) and converted to RGB with OpenCV.
 
-Fine rules (the DESIGN.md readings; features are lengths divided by the image size)::
+Fine rules (our readings of App. C; features are lengths divided by the image size)::
 
     task  x                 y                  slope k   coarse rule
     A     l1 * h2           l2 * h1            1         sun and shadow on opposite sides of the pole

@@ -8,8 +8,10 @@ printed, 'score' = consistent DSM) the figure plots, on a log axis:
   (``population_rule_error``);
 * Thm 4.5's closed form for linear activation, m = 1, at the point GD reaches (``linear_rule_error``);
 * the separable floor: E of the best per-patch *score* (each patch's marginal score,
-  ``separable_floor``; the same in both panels). It is what a per-patch net approaches as it
-  minimises the consistent loss; it is not a lower bound on E over all per-patch networks;
+  ``separable_floor``), in the consistent-loss panel only: it is what a per-patch net approaches as it
+  minimises the consistent loss, not what minimising eq. (2) as printed approaches (that loss's
+  per-patch optimum is -beta times the marginal score). It is not a lower bound on E over all
+  per-patch networks;
 * the Bayes-optimal network of each loss over all functions (``bayes_optimal_rule_error``; for the
   score target that is the exact score, E = 0, which a log axis cannot show: listed, not drawn);
 * ``JointTwoLayerScore`` networks (neurons see both rule patches; default ReLU only), trained on
@@ -172,8 +174,9 @@ def joint_points(results, samples: int, seed: int) -> list[dict]:
 
 
 def reference_points(zeta, times, targets) -> list[dict]:
-    """Closed forms at each t: Thm 4.5's linear m = 1 GD limit, the Bayes-optimal net of the loss,
-    the separable floor (target-independent, listed in each panel)."""
+    """Closed forms at each t: Thm 4.5's linear m = 1 GD limit, the Bayes-optimal net of the loss and,
+    for the consistent ('score') target only, the separable floor: the E of that loss's per-patch
+    optimum. Eq. (2) as printed has a different per-patch optimum, so no floor is listed for it."""
     points = []
     for t in times:
         alpha, beta = ou_schedule(t)
@@ -181,7 +184,9 @@ def reference_points(zeta, times, targets) -> list[dict]:
         for target in targets:
             points.append(_point(target, "linear m=1 (Thm 4.5)", "per_patch", "linear", "closed form", t, alpha, beta,
                                  linear_rule_error(zeta, alpha, beta, target)))
-            points.append(_point(target, "separable floor", "per_patch", None, "quadrature", t, alpha, beta, floor))
+            if target == "score":
+                points.append(_point(target, "separable floor", "per_patch", None, "quadrature", t, alpha, beta,
+                                     floor))
             bayes = bayes_optimal_rule_error(alpha, beta, target)
             points.append(_point(target, "Bayes-optimal of the loss", "any", None, "closed form", t, alpha, beta,
                                  bayes, drawn=bayes.total > 0))
@@ -189,11 +194,12 @@ def reference_points(zeta, times, targets) -> list[dict]:
 
 
 def floor_comparison(points) -> list[dict]:
-    """Each joint point against the separable floor at its t: difference and its standard error."""
+    """Each joint point of the consistent loss against the separable floor at its t: difference and its
+    standard error (the printed loss has no floor point, see ``reference_points``)."""
     floor = {(p["target"], p["t"]): p["total"] for p in points if p["curve"] == "separable floor"}
     out = []
     for p in points:
-        if p["architecture"] != "joint":
+        if p["architecture"] != "joint" or (p["target"], p["t"]) not in floor:
             continue
         f = floor[(p["target"], p["t"])]
         diff, se = p["total"] - f, p["total_se"]
@@ -335,9 +341,10 @@ def run(args) -> int:
         },
         "notes": {
             "separable_floor": "E of the loss-optimal per-patch score (marginal score of each patch), "
-                               "theory.bounds.separable_floor; the same in both panels. A per-patch net approaches "
-                               "it as it minimises the consistent loss; it is not a lower bound on E over all "
-                               "per-patch networks (a net with psi_t close to alpha/beta^2 for all x_t has a "
+                               "theory.bounds.separable_floor; consistent-loss panel only. A per-patch net "
+                               "approaches it as it minimises the consistent loss (eq. (2) as printed has another "
+                               "per-patch optimum, -beta times the marginal score); it is not a lower bound on E "
+                               "over all per-patch networks (a net with psi_t close to alpha/beta^2 for all x_t has a "
                                "smaller E and a worse loss).",
             "bayes_optimal": "E of the loss minimiser over all functions: 'paper' 2 (1 + beta)^2 / beta^2; "
                              "'score' the exact score, E = 0 (not drawn on the log axis).",

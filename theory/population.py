@@ -19,7 +19,8 @@ g(x) = sum_r sigma(z_r) w_r (eq. (1) without its -x/beta^2) and y the residual t
 
 kappa2 = 1 + beta ("paper", rule patch), 0 ("score", rule patch), s^2/beta^2 + beta ("paper", p >= 3),
 alpha^2/beta^2 ("score", p >= 3). Only D_r = ||w_r||^2 enters:
-E[sigma(z_r) <w_r, eps>] = beta D_r E[sigma'(z_r)], not beta sum_s G_rs E[sigma'(z_r)] (DESIGN.md's note).
+E[sigma(z_r) <w_r, eps>] = beta D_r E[sigma'(z_r)], not beta sum_s G_rs E[sigma'(z_r)]
+(as a design note of ours once had it).
 Constants E||y||^2: alpha^2 E[c^2]/beta^4 + d (1 + 1/beta)^2 ("paper") or alpha^2 E[c^2]/beta^4 ("score")
 on a rule patch; d (alpha^2/beta^4 + (1 + 1/beta)^2) or d alpha^2/beta^4 on a patch p >= 3. So the loss is
 F(G, gamma) and dL/dW = 2 S W + (dF/dgamma) f^T with S the symmetric derivative in G: GD never leaves
