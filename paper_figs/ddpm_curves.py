@@ -3,7 +3,8 @@
 (left) For every EMA snapshot of the run (``<run>/snapshots``), ``--n`` samples of one sampler
 (default DDIM-100, eta = 1) with seeds 0..n-1, measured by the rule evaluator.
 (right) At the final checkpoint, every sample set of ``benchmarks/sampler_speed.py``
-(``<run>/samples/bench<N>-*``): ancestral DDPM-1000 and DDIM at 50/100/250 steps, eta 0 and 1.
+(``<run>/samples/bench<N>-*``): ancestral DDPM-1000 and DDIM at 50/100/250 steps, eta 0 and 1; of
+sets of one sampler with different N, the largest.
 
 Samples are cached in ``<run>/samples/curve<n>-<sampler>-step<k>``, so an interrupted run resumes.
 Writes ``ddpm_curves_<task>.png`` and ``.json``. Run: ``hidden-rules ddpm-curves runs/A``.
@@ -73,12 +74,15 @@ def run(args) -> int:
         training.append({"train_step": k, **_point(run_dir, name)})
         print(f"step {k}: invalid {training[-1]['invalid_percent']:.1f} %, "
               f"coarse violations {training[-1]['coarse_violations']}", flush=True)
-    sampling = []
+    largest: dict[tuple[str, int], tuple[int, str]] = {}  # (family, steps) -> the set with most samples
     for name in sample_sets(run_dir):
         m = BENCH.match(name)
         if m:
             family = "ancestral" if m.group(2) == "ddpm" else f"DDIM eta={float(m.group(4)):g}"
-            sampling.append({"family": family, "sampling_steps": int(m.group(3)), **_point(run_dir, name)})
+            key = (family, int(m.group(3)))
+            largest[key] = max(largest.get(key, (0, "")), (int(m.group(1)), name))
+    sampling = [{"family": family, "sampling_steps": steps, **_point(run_dir, name)}
+                for (family, steps), (_, name) in sorted(largest.items())]
     fig, (ax_t, ax_s) = plt.subplots(1, 2, figsize=(8, 3))
     xs = [p["train_step"] for p in training]
     for key, label, colour in (("invalid_percent", "Invalid %", "C0"),
