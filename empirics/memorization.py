@@ -115,18 +115,24 @@ class Memorization:
     conforming: np.ndarray          # indices of the conforming samples
     distance_structure: np.ndarray  # (M, k)
     index_structure: np.ndarray     # (M, k) training-set indices
-    distance_colour: np.ndarray
-    index_colour: np.ndarray
+    distance_colour: np.ndarray     # (M, k); NaN rows: the sample's colours could not be measured
+    index_colour: np.ndarray        # (M, k); -1 on those rows
     rtol: float
 
+    @property
+    def has_colour(self) -> np.ndarray:
+        """Conforming samples with a 13-D (lengths + colours) vector."""
+        return self.index_colour[:, 0] >= 0
+
     def summary(self, thresholds=REPLICA_THRESHOLDS) -> dict:
-        d4, d13 = self.distance_structure[:, 0], self.distance_colour[:, 0]
+        d4, d13 = self.distance_structure[:, 0], self.distance_colour[self.has_colour, 0]
 
         def stats(d):
             return ({"min": float(d.min()), "median": float(np.median(d)), "max": float(d.max())}
                     if d.size else None)
 
         return {"task": self.task.value, "rtol": self.rtol, "n_conforming": int(self.conforming.size),
+                "n_conforming_with_colours": int(self.has_colour.sum()),
                 "dims": {"structure": int(len(RULE_FEATURES[self.task])),
                          "structure_colour": int(len(RULE_FEATURES[self.task]) + 3 * len(ELEMENTS[self.task]))},
                 "nn_distance_structure": stats(d4), "nn_distance_colour": stats(d13),
@@ -143,12 +149,14 @@ def memorization(sample_ev: Evaluation, sample_images, train_ev: Evaluation, tra
     conf = np.flatnonzero(np.asarray(sample_ev.valid, bool)
                           & (np.abs(sample_ev.ratio - TARGET_SLOPE[task]) <= rtol * TARGET_SLOPE[task]))
     q4, q13 = (feature_space(sample_ev, sample_images, c)[conf] for c in (False, True))
-    finite = np.all(np.isfinite(q13), axis=1)  # a sample whose colours cannot be measured drops out of both
-    conf, q4, q13 = conf[finite], q4[finite], q13[finite]
+    # A sample whose element colours fall outside App. C's boxes has no 13-D vector: it keeps its 4-D
+    # neighbours, and its 13-D row is NaN (distance) / -1 (index); summaries count it apart.
+    has_colour = np.all(np.isfinite(q13), axis=1)
     r4, r13 = (feature_space(train_ev, train_images, c) for c in (False, True))
+    d13, i13 = np.full((conf.size, k), np.nan), np.full((conf.size, k), -1, int)
     if conf.size == 0:
-        empty_d, empty_i = np.zeros((0, k)), np.zeros((0, k), int)
-        return Memorization(task, conf, empty_d, empty_i, empty_d, empty_i, rtol)
+        return Memorization(task, conf, np.zeros((0, k)), np.zeros((0, k), int), d13, i13, rtol)
     d4, i4 = nearest_neighbours(q4, r4, k)
-    d13, i13 = nearest_neighbours(q13, r13, k)
+    if has_colour.any():
+        d13[has_colour], i13[has_colour] = nearest_neighbours(q13[has_colour], r13, k)
     return Memorization(task, conf, d4, i4, d13, i13, rtol)

@@ -39,9 +39,12 @@ def _neighbour_grid(plt, rev, mem, show: int):
     for r in range(n):
         i = mem.conforming[r]
         row = [rev.samples.images[i]] + [rev.train.images[j] for j in mem.index_structure[r]] \
-            + [rev.train.images[j] for j in mem.index_colour[r]]
+            + [rev.train.images[j] if j >= 0 else None for j in mem.index_colour[r]]
         dists = [None, *mem.distance_structure[r], *mem.distance_colour[r]]
         for c, (img, d) in enumerate(zip(row, dists)):
+            if img is None:  # colours not measurable: no 13-D neighbour
+                axes[r][c].set_title((titles[c] if r == 0 else "") + "\nn/a", fontsize=6)
+                continue
             axes[r][c].imshow(img, interpolation="nearest")
             label = titles[c] if r == 0 else ""
             axes[r][c].set_title(label + ("" if d is None else f"\n{d:.3f}"), fontsize=6)
@@ -89,16 +92,23 @@ def run(args) -> int:
                 ax_b.plot(REPLICA_THRESHOLDS, [fr[str(t)] for t in REPLICA_THRESHOLDS], style, marker="o", ms=3,
                           color=f"C{j}", label=f"{rev.task.value} {'lengths' if space == 'structure' else '+ colours'}")
         for r, i in enumerate(mem.conforming):
+            colour = mem.has_colour[r]
             w.writerow([rev.task.value, int(i), int(rev.samples.seeds[i]), repr(float(rev.sample_eval.ratio[i])),
                         repr(float(mem.distance_structure[r, 0])), int(mem.index_structure[r, 0]),
-                        repr(float(mem.distance_colour[r, 0])), int(mem.index_colour[r, 0])])
+                        repr(float(mem.distance_colour[r, 0])) if colour else "",
+                        int(mem.index_colour[r, 0]) if colour else ""])
         grid = _neighbour_grid(plt, rev, mem, args.show)
         save_figure(grid, paths[4 + j])
         plt.close(grid)
-        print(f"Task {rev.task.value}: conforming {row['conforming_fraction']} of valid samples "
-              f"(training data {row['train_conforming_fraction']}); {mem.conforming.size} conforming samples, "
-              f"nearest training image (lengths / + colours): {summary['nn_distance_structure']} / "
-              f"{summary['nn_distance_colour']}")
+        def med(stats):
+            return "n/a" if stats is None else f"{stats['median']:.4f}"
+
+        conf_s, conf_t = row["conforming_fraction"], row["train_conforming_fraction"]
+        print(f"Task {rev.task.value}: conforming {'n/a' if conf_s is None else f'{conf_s:.3f}'} of valid samples "
+              f"(training data {'n/a' if conf_t is None else f'{conf_t:.3f}'}); {mem.conforming.size} conforming "
+              f"samples ({summary['n_conforming_with_colours']} with measurable colours), median distance to the "
+              f"nearest training image {med(summary['nn_distance_structure'])} (lengths), "
+              f"{med(summary['nn_distance_colour'])} (+ colours)")
     ax_a.set_xticks(range(len(runs)), [f"Task {r.task.value}" for r in runs])
     ax_a.set_ylabel(f"conforming (|ratio - k| <= {args.rtol:g} k)")
     ax_a.set_title("(a) rule-conforming fraction", fontsize=9)

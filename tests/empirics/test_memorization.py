@@ -67,3 +67,19 @@ def test_nearest_neighbours_validation_and_nan_reference_rows():
         nearest_neighbours(np.array([[np.nan, 0.0]]), R)
     with pytest.raises(ValueError, match="k must be"):
         nearest_neighbours(np.zeros((1, 2)), R, k=3)
+
+
+def test_a_sample_without_measurable_colours_keeps_its_length_neighbours():
+    """Colours outside App. C's boxes drop a sample from the 13-D space only, and the summary says so."""
+    batch = generate("A", 200, 32, seed=1)
+    ev = evaluate(batch.images, "A")
+    recoloured = batch.images.copy()
+    ink = recoloured.astype(int).sum(-1) < 3 * 250
+    recoloured[ink] = (200, 0, 200)  # magenta: in none of Task A's colour families
+    mem = memorization(ev, recoloured, ev, batch.images, rtol=0.01)
+    assert mem.conforming.size > 0 and not mem.has_colour.any()
+    assert np.all(mem.distance_structure[:, 0] == 0)  # the 4-D neighbours are still found
+    assert np.all(np.isnan(mem.distance_colour)) and np.all(mem.index_colour == -1)
+    s = mem.summary()
+    assert s["n_conforming"] == mem.conforming.size and s["n_conforming_with_colours"] == 0
+    assert s["nn_distance_colour"] is None and s["replica_fraction_structure"]["0.01"] == 1.0
