@@ -18,12 +18,12 @@ Run: ``python benchmarks/mc_fixed_sample.py [--t 0.6 0.8] [--epochs 5000 20000] 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 
 import numpy as np
 
+from empirics.atomic import write_json
 from theory import Uniform, ou_schedule
 from theory.bounds import linear_rule_error, linear_stationary_points
 from theory.population import population_rule_error
@@ -69,9 +69,10 @@ def main(argv=None) -> int:
     rows, limits = [], {}
     for t in args.t:
         alpha, beta = ou_schedule(t)
-        gd = [q for q in linear_stationary_points(zeta, alpha, beta, "paper")[0] if q.reached_by_gd][0]
+        points = linear_stationary_points(zeta, alpha, beta, "paper")[0]  # patch 1 (feature u)
+        gd = next(q for q in points if q.reached_by_gd)
+        sphere = next(q.norm_sq for q in points if q.kind == "orthogonal")  # <w,u> = 0, (1+beta)/beta^2
         lim = linear_rule_error(zeta, alpha, beta, "paper")
-        sphere = (1 + beta) / beta**2  # the orthogonal stationary sphere <w,u> = 0 (printed loss)
         limits[str(t)] = {"S": float(gd.proj_sq), "E": float(lim.total), "bias": float(lim.bias),
                           "variance": float(lim.variance), "orthogonal_sphere_norm_sq": float(sphere)}
         for epochs in args.epochs:
@@ -82,9 +83,8 @@ def main(argv=None) -> int:
                       f"(GD limit S = {gd.proj_sq:.3f}, orthogonal sphere {sphere:.3f}); E {r['E']:.3f} "
                       f"(limit {lim.total:.3f})  [{r['seconds']:.0f} s]", flush=True)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"n": args.n, "n_eps": args.n_eps, "d": 100, "m": 1, "seed": args.seed,
-                       "gd_limit": limits, "rows": rows}, f, indent=1)
+        write_json(args.json, {"n": args.n, "n_eps": args.n_eps, "d": 100, "m": 1, "seed": args.seed,
+                               "gd_limit": limits, "rows": rows})
         print(f"wrote {args.json}")
     return 0
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from empirics import ddpm
+from empirics.atomic import write_json
 from empirics.metrics import binomial_ci
 from empirics.runs import evaluate_run
 
@@ -138,7 +139,7 @@ def main(argv=None) -> int:
               "rows": rows, "verdict": verdict, "seconds_total": time.perf_counter() - t0}
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
+        write_json(args.json, record)
         print(f"wrote {args.json}")
     return 0
 
