@@ -207,7 +207,7 @@ PRESETS: dict[str, dict] = {
     # A laptop CPU: ~1M-parameter U-Net, channels_last, <= 60 min per task on 2 cores (README).
     "cpu": dict(channels=(32, 64, 64), layers_per_block=1, attention=(False, False, False), norm_num_groups=8,
                 batch_size=64, lr=1e-3, warmup_steps=100, lr_schedule="cosine", ema_decay=0.999,
-                train_steps=2600, channels_last=True, checkpoint_every=100, snapshot_every=325, log_every=10),
+                train_steps=2000, channels_last=True, checkpoint_every=100, snapshot_every=250, log_every=10),
     # Tests: trains, samples and evaluates end to end in well under a minute.
     "smoke": dict(n_train=64, channels=(16, 32), layers_per_block=1, attention=(False, False), norm_num_groups=8,
                   batch_size=16, lr=2e-3, warmup_steps=2, lr_schedule="constant", ema_decay=0.9,
