@@ -6,7 +6,9 @@
 ``eval`` writes ``evaluation.jsonl`` and ``evaluation.csv`` (one row per image: file, valid,
 reason, features, x, y, ratio, coarse_ok) and ``summary.json`` (``Evaluation.summary()`` plus the
 skipped files and, when the input carries ground truth, the feature errors in pixels). Files that
-cannot be evaluated are listed with their reason and the run goes on.
+cannot be evaluated (unreadable, grayscale, non-square, too small, unknown) are listed with their
+reason on stderr and in the summary, and the run goes on; if no image is left, ``eval`` fails like
+any bad input (exit status 2).
 
 Both verbs live in this module; ``paper_figs.cli`` gives each verb its own parser whose ``prog``
 ends in the verb name, which ``add_arguments`` reads to add the right arguments.
@@ -18,6 +20,8 @@ import argparse
 import csv
 import io
 import json
+import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -28,8 +32,7 @@ from empirics._checks import check_trim
 from empirics.atomic import atomic_write_bytes, check_folder, prepare_outputs, write_json
 from empirics.evaluate import Evaluation, evaluate
 from empirics.io import read_images, save_npz, save_png_folder
-from empirics.metrics import feature_errors
-from empirics.tasks import RULE_FEATURES, TRAIN_SIZES, Task, generate
+from empirics.tasks import TRAIN_SIZES, Task, generate
 
 VERBS = ("data", "eval")
 
@@ -125,6 +128,18 @@ def _default_out(path: Path) -> Path:
     return base.parent / f"{base.name}_eval"
 
 
+# Keyword arguments of the library as the flags of ``eval`` that set them.
+_FLAGS = {"value_range": "--value-range", "workers": "--workers", "n_boot": "--n-boot", "seed": "--seed",
+          "trim": "--trim"}
+
+
+def _flag_words(message: str) -> str:
+    """A library message as ``eval``'s user reads it: ``value_range=(lo, hi)`` -> ``--value-range LO HI``,
+    ``workers must ...`` -> ``--workers must ...``."""
+    message = message.replace("value_range=(lo, hi)", "--value-range LO HI")
+    return re.sub(r"(?<![\w-])(" + "|".join(_FLAGS) + r")(?= must)", lambda m: _FLAGS[m.group(1)], message)
+
+
 def _evaluate_set(images: list[np.ndarray], task: Task, args) -> Evaluation:
     """Evaluate images of possibly different sizes and dtypes, keeping their order."""
     groups: dict[tuple, list[int]] = {}
@@ -134,8 +149,11 @@ def _evaluate_set(images: list[np.ndarray], task: Task, args) -> Evaluation:
     parts, pos = [], 0
     for idx in groups.values():
         value_range = tuple(args.value_range) if args.value_range else None
-        parts.append(evaluate(np.stack([images[i] for i in idx]), task, value_range=value_range,
-                              workers=args.workers))
+        try:
+            parts.append(evaluate(np.stack([images[i] for i in idx]), task, value_range=value_range,
+                                  workers=args.workers))
+        except ValueError as exc:
+            raise ValueError(_flag_words(str(exc))) from exc
         order[idx] = np.arange(pos, pos + len(idx))
         pos += len(idx)
     return Evaluation.concatenate(parts).take(order)
@@ -166,13 +184,21 @@ def run_eval(args) -> int:
     try:
         check_trim(args.trim)
     except ValueError as exc:
-        raise ValueError(f"--trim: {exc}") from exc
+        raise ValueError(f"--trim must be two percentiles LO HI with 0 <= LO < HI <= 100, "
+                         f"got {' '.join(map(str, args.trim))}") from exc
+    if args.value_range is not None:
+        lo, hi = args.value_range
+        if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
+            raise ValueError(f"--value-range must be two finite numbers LO HI with HI > LO, got {lo} {hi}")
     src = Path(args.path)
     out = check_folder(Path(args.out) if args.out else _default_out(src))
     image_set = read_images(src)
     if not image_set.images:
-        why = "; ".join(f"{f}: {r}" for f, r in image_set.skipped[:5]) or "no image files"
-        raise ValueError(f"no image could be read from {str(src)!r} ({why})")
+        skipped = image_set.skipped
+        why = "; ".join(f"{f}: {r}" for f, r in skipped[:5]) + (f"; and {len(skipped) - 5} more"
+                                                                 if len(skipped) > 5 else "")
+        what = f"{len(skipped)} skipped: {why}" if skipped else "no image files"
+        raise ValueError(f"no image could be read from {str(src)!r} ({what})")
     jsonl_path, csv_path, summary_path = prepare_outputs(
         out, ["evaluation.jsonl", "evaluation.csv", "summary.json"], args.overwrite)
     for name, why in image_set.skipped:
@@ -186,10 +212,12 @@ def run_eval(args) -> int:
         rows = ev.rows()
         for row, name in zip(rows, image_set.files):
             row["file"] = name
-        summary.update(ev.summary(trim=tuple(args.trim), n_boot=args.n_boot, seed=args.seed))
+        try:
+            summary.update(ev.summary(trim=tuple(args.trim), n_boot=args.n_boot, seed=args.seed))
+        except ValueError as exc:
+            raise ValueError(_flag_words(str(exc))) from exc
         if image_set.params is not None and image_set.task is task and ev.valid.any():
-            summary["ground_truth_errors"] = feature_errors(
-                ev.features, image_set.params, RULE_FEATURES[task], ev.size, ev.valid)
+            summary["ground_truth_errors"] = ev.ground_truth_errors(image_set.params)
     summary["seconds"] = time.perf_counter() - t0
     keys = list(rows[0]["features"]) if rows else []
     text = io.StringIO()

@@ -54,6 +54,7 @@ import torch
 
 from empirics._checks import check_int, check_real
 from empirics.atomic import atomic_folder, atomic_torch_save, atomic_write_text
+from empirics.io import load_npz, save_npz
 from empirics.tasks import Task, generate
 
 __all__ = [
@@ -376,13 +377,12 @@ def create_run(run_dir, config: DDPMConfig) -> RunFiles:
     with atomic_folder(root) as tmp:
         files = RunFiles(tmp)
         batch = generate(config.task, config.n_train, size=config.size, seed=config.data_seed)
-        batch.save_npz(files.train_set)
+        save_npz(batch, files.train_set)
         atomic_write_text(files.config, json.dumps(config.to_json(), indent=2) + "\n")
     return RunFiles(root)
 
 
 def _load_train_images(files: RunFiles, config: DDPMConfig) -> torch.Tensor:
-    from empirics.io import load_npz
 
     batch = load_npz(files.train_set)
     if len(batch) != config.n_train or batch.size != config.size or batch.task.value != config.task:

@@ -49,58 +49,66 @@ names them). D: top / bottom is the square with the smaller / larger centre y.
 
 from __future__ import annotations
 
+import enum
 import math
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 from scipy.special import expit, ndtr
 
 from empirics._checks import check_int
-from empirics.metrics import coarse_rule, fine_ratio, summarize
-from empirics.tasks import BLUE_GREEN, DARK, YELLOWISH, HSVRange, Task, fine_xy
+from empirics.metrics import coarse_rule, feature_errors, fine_ratio, summarize
+from empirics.tasks import BLUE_GREEN, DARK, SPECS, YELLOWISH, HSVRange, Shape, Task, TaskSpec, fine_xy
 
-__all__ = ["Evaluation", "evaluate", "FEATURES", "FAMILY_TOLERANCE", "as_float_rgb"]
+__all__ = ["Evaluation", "evaluate", "FAMILY_TOLERANCE", "as_float_rgb", "Problem", "Reason"]
 
-DISC, RECT = "disc", "rect"
+
+class Problem(enum.Enum):
+    """Why an image is Invalid: the message template and whether the relaxed second pass may resolve it.
+
+    Retryable problems are those a colour washed out by blur or compression can cause; the others
+    (an element cut by the border, a sun below the pole top, a blank image) are measurements and stand.
+    """
+
+    BLANK = ("blank image (no elements)", False)
+    NON_FINITE = ("non-finite pixel values", False)
+    MISSING = ("missing {element}", True)
+    TOO_MANY = ("{count} {element}", True)
+    FIT_FAILED = ("{element} fit failed", True)
+    CUT_BY_BORDER = ("{element} cut by the image border", False)
+    UNEXPECTED_COLOUR = ("unexpected colour (unrecognised object)", True)
+    POLE_NOT_ABOVE_SHADOW = ("pole not above the shadow", True)
+    SHADOW_NOT_A_STRIP = ("shadow is not a strip on the ground", True)
+    SHADOW_NOT_AT_FOOT = ("shadow not at the foot of the pole", True)
+    DEGENERATE = ("degenerate measurement", True)
+    SUN_NOT_ABOVE_POLE = ("sun not above the pole top", False)
+    NOT_ONE_OBJECT = ("pole and shadow not one object", True)
+    COLOUR_OUT_OF_RANGE = ("{element} colour outside the {family} range", True)
+
+    def __init__(self, template: str, retryable: bool):
+        self.template = template
+        self.retryable = retryable
 
 
 @dataclass(frozen=True)
-class _Slot:
-    name: str
-    plural: str
-    family: HSVRange
-    shape: str
-    group: int
+class Reason:
+    """One Invalid reason of one image: a ``Problem`` and the element (and count) it is about."""
 
+    problem: Problem
+    element: str = ""
+    count: int = 0
+    family: str = ""
 
-LAYOUT: dict[Task, tuple[_Slot, ...]] = {
-    Task.A: (_Slot("sun", "suns", YELLOWISH, DISC, 0), _Slot("pole", "poles", BLUE_GREEN, RECT, 1),
-             _Slot("shadow", "shadows", DARK, RECT, 1)),
-    Task.B: (_Slot("yellowish rectangle", "yellowish rectangles", YELLOWISH, RECT, 0),
-             _Slot("blue-green rectangle", "blue-green rectangles", BLUE_GREEN, RECT, 1)),
-    Task.C: (_Slot("yellowish circle", "yellowish circles", YELLOWISH, DISC, 0),
-             _Slot("blue-green circle", "blue-green circles", BLUE_GREEN, DISC, 0)),
-    Task.D: (_Slot("yellowish square", "yellowish squares", YELLOWISH, RECT, 0),
-             _Slot("blue-green square", "blue-green squares", BLUE_GREEN, RECT, 1)),
-}
+    @property
+    def message(self) -> str:
+        return self.problem.template.format(element=self.element, count=self.count, family=self.family)
 
-FEATURES: dict[Task, tuple[str, ...]] = {
-    Task.A: ("l1", "h1", "h2", "l2", "sun_x", "sun_y", "sun_radius", "pole_x", "pole_top", "pole_width",
-             "ground_y", "shadow_end", "shadow_thickness"),
-    Task.B: ("l1", "h1", "l2", "h2", "left_width", "right_width", "left_y", "right_y"),
-    Task.C: ("r_small", "r_large", "small_x", "small_y", "large_x", "large_y", "gap"),
-    Task.D: ("side_top", "side_bottom", "top_x", "top_y", "bottom_x", "bottom_y"),
-}
+    @property
+    def retryable(self) -> bool:
+        return self.problem.retryable
 
-# Features that must be > 0 (lengths).
-POSITIVE: dict[Task, tuple[str, ...]] = {
-    Task.A: ("h2", "pole_width", "shadow_thickness", "sun_radius"),
-    Task.B: ("h1", "h2", "left_width", "right_width"),
-    Task.C: ("r_small", "r_large"),
-    Task.D: ("side_top", "side_bottom"),
-}
 
 # (tolerance, ramp width) per HSV channel, OpenCV units: the box is widened by the tolerance and the
 # membership is 0.5 at its widened edge. The dark family's saturation ceiling gets its own tolerance
@@ -131,6 +139,7 @@ def as_float_rgb(images, value_range=None) -> tuple[np.ndarray, np.ndarray]:
 
     Accepts uint8 (0..255), uint16 (0..65535) and float arrays, NHWC or NCHW (channels-first when
     the second axis has 3 entries and the last has not), a single H x W x 3 image, and torch tensors.
+    Grayscale (single-channel) and RGBA arrays are refused by name: the rules are read from colours.
     Floats: ``value_range=None`` reads the batch as [-1, 1] if any finite value is < -0.02, else as
     [0, 1]; pass ``value_range=(lo, hi)`` to map lo -> 0 and hi -> 1 explicitly. Values slightly out
     of range (generated samples) are clipped; non-finite pixels are set to white and flagged.
@@ -140,16 +149,31 @@ def as_float_rgb(images, value_range=None) -> tuple[np.ndarray, np.ndarray]:
     arr = np.asarray(images)
     if arr.dtype == object or arr.dtype.kind not in "uif" or arr.dtype == np.bool_:
         raise ValueError(f"images must be a numeric array (uint8, uint16 or float), got dtype {arr.dtype}")
+    shape = tuple(arr.shape)
+    allowed = "expected RGB images (N, S, S, 3) or (N, 3, S, S), or one (S, S, 3) image"
     if arr.ndim == 3 and arr.shape[-1] == 3:
         arr = arr[None]
-    if arr.ndim != 4:
-        raise ValueError(f"images must have shape [N, S, S, 3] (or [N, 3, S, S]), got {arr.shape}")
-    if arr.shape[-1] != 3 and arr.shape[1] == 3:
+    if arr.ndim == 4 and arr.shape[-1] != 3 and arr.shape[1] == 3:
         arr = arr.transpose(0, 2, 3, 1)
-    if arr.shape[-1] != 3:
-        raise ValueError(f"images must have 3 colour channels (RGB) on the last axis, got shape {arr.shape}")
+    if arr.ndim != 4 or arr.shape[-1] != 3:
+        # Channel count as the layout suggests: (S, S) one grey image, (N, S, S) grey images,
+        # (S, S, C) one image with C <= 4, (N, S, S, C) / (N, C, S, S) a batch (C the shorter axis).
+        if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] > 4):
+            channels = 1
+        elif arr.ndim == 3:
+            channels = arr.shape[-1]
+        elif arr.ndim == 4:
+            channels = min(arr.shape[1], arr.shape[-1])
+        else:
+            channels = None
+        what = {1: ": single-channel (grayscale) images, but the rules are read from colours",
+                2: ": 2 channels (grayscale with alpha?), but the rules are read from colours",
+                4: ": 4 channels (RGBA?); drop or composite the alpha channel"}.get(channels, "")
+        if channels is not None and not what:
+            what = f": {channels} channels, not 3"
+        raise ValueError(f"images have shape {shape}{what}; {allowed}")
     if arr.shape[0] == 0:
-        raise ValueError("images is empty (N = 0)")
+        raise ValueError(f"images is empty: shape {shape}, N = 0; give at least one image")
     if arr.shape[1] != arr.shape[2] or arr.shape[1] < 16:
         raise ValueError(f"images must be square and at least 16 x 16 px, "
                          f"got {arr.shape[1]} x {arr.shape[2]}")
@@ -170,7 +194,7 @@ def as_float_rgb(images, value_range=None) -> tuple[np.ndarray, np.ndarray]:
             lo, hi = 0.0, 255.0
         else:
             raise ValueError(f"integer images must be uint8/uint16 or within 0..255, got {arr.dtype} "
-                             f"with range [{arr.min()}, {arr.max()}]; pass value_range")
+                             f"with range [{arr.min()}, {arr.max()}]; pass value_range=(lo, hi)")
     else:
         finite = np.isfinite(arr)
         bad = ~finite.reshape(arr.shape[0], -1).all(1)
@@ -342,7 +366,7 @@ def _measure(cov: np.ndarray, shape: str, region: np.ndarray, radius: int,
     touches = np.stack([cov[:, :, 0].max(1), cov[:, :, -1].max(1), cov[:, 0, :].max(1), cov[:, -1, :].max(1)],
                        axis=1) > BORDER_COVERAGE
     fit_failed = np.zeros(n, bool)
-    if shape == RECT:
+    if shape == Shape.RECT:
         tall = var_y >= var_x
         with np.errstate(divide="ignore", invalid="ignore"):
             dx = np.where(tall, _plateau(rows), mass / _plateau(cols))
@@ -456,6 +480,11 @@ class Evaluation:
         return summarize(self.task, self.x, self.y, self.valid, self.coarse_ok, self.reason, trim=trim,
                          n_boot=n_boot, seed=seed, conform_rtol=conform_rtol)
 
+    def ground_truth_errors(self, truth: dict[str, np.ndarray]) -> dict:
+        """Pixel errors of the rule's features (``TaskSpec.rule_features``) against a generator's
+        ground truth (``TaskBatch.params``), over the valid images (``metrics.feature_errors``)."""
+        return feature_errors(self.features, truth, SPECS[self.task].rule_features, self.size, self.valid)
+
     def rows(self) -> list[dict]:
         """One dict per image: valid, reason, features (normalised), ratio, coarse_ok."""
         ratio = self.ratio
@@ -490,27 +519,84 @@ class Evaluation:
                           self.coarse_ok[index])
 
 
-def _merge_rims(i, comps, labels_f, primary, hard, ink, colour, counts, min_px, slots):
+@dataclass
+class _ColourMask:
+    """One element's colour mask in every image of a chunk (step 2 of the module docstring)."""
+
+    comp_image: np.ndarray   # image index of each connected component
+    comp_area: np.ndarray    # its area (px)
+    comp_label: np.ndarray   # its label in ``labels``
+    labels: np.ndarray       # (n, S, S) component label of each pixel
+    primary: np.ndarray      # (n,) label of the largest component of >= min_px pixels (0: none)
+    count: np.ndarray        # (n,) number of such components (rims merged into other elements excluded)
+    hard: np.ndarray         # (n, S, S) the primary component's pixels (plus the rims merged into it)
+    colour: np.ndarray       # (n, 3) ink colour, luma level (``_element_colour``); NaN if absent
+    colour_full: np.ndarray  # (n, 3) ink colour, level of the ink projected on its direction
+
+
+@dataclass
+class _Chunk:
+    """A chunk of images passing through the pipeline ``_label`` -> ``_cover`` -> ``_assign`` -> ``_measure_chunk``."""
+
+    rgb: np.ndarray
+    spec: TaskSpec
+    reasons: list[list[Reason]]
+    masks: list[_ColourMask] = field(default_factory=list)
+    labelled: np.ndarray | None = None      # (n, S, S) pixels of some colour family
+    blank: np.ndarray | None = None         # (n,) images without ink
+    coverage: list[np.ndarray] = field(default_factory=list)   # per element, (n, S, S)
+    regions: list[np.ndarray] = field(default_factory=list)    # per group, (n, S, S)
+
+    def __post_init__(self):
+        self.ink = 1.0 - self.rgb
+        self.inkmag = self.ink.sum(-1)
+
+    @property
+    def n(self) -> int:
+        return self.rgb.shape[0]
+
+    @property
+    def S(self) -> int:
+        return self.rgb.shape[1]
+
+    @property
+    def min_px(self) -> int:
+        return max(2, round(2 * (self.S / 32) ** 2))
+
+    @property
+    def radius(self) -> int:
+        return 2 + self.S // 64
+
+    @property
+    def groups(self) -> list[int]:
+        return sorted({e.group for e in self.spec.elements})
+
+    def members(self, group: int) -> list[int]:
+        return [f for f, e in enumerate(self.spec.elements) if e.group == group]
+
+
+def _merge_rims(chunk: _Chunk, i: int) -> None:
     """Merge extra components of image i that are anti-aliased rims of another element."""
-    for f in range(len(slots)):
-        if counts[f][i] <= 1:
+    masks, ink = chunk.masks, chunk.ink
+    for f, mask in enumerate(masks):
+        if mask.count[i] <= 1:
             continue
-        img, area, lab = comps[f]
-        extra = lab[(img == i) & (area >= min_px) & (lab != primary[f][i])]
+        extra = mask.comp_label[(mask.comp_image == i) & (mask.comp_area >= chunk.min_px)
+                                & (mask.comp_label != mask.primary[i])]
         for c in extra:
-            pix = labels_f[f][i] == c
+            pix = mask.labels[i] == c
             near = cv2.dilate(pix.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
             inks = ink[i][pix]
-            for g, _ in enumerate(slots):
-                if g == f or primary[g][i] == 0 or not (near & hard[g][i]).any():
+            for g, other in enumerate(masks):
+                if g == f or other.primary[i] == 0 or not (near & other.hard[i]).any():
                     continue
-                d = colour[g][i]
+                d = other.colour[i]
                 a = inks @ d / (d @ d)
                 off = np.linalg.norm(inks - a[:, None] * d[None, :], axis=1)
                 resid = off / (np.linalg.norm(inks, axis=1) + 1e-6)
                 if np.median(resid) <= MERGE_RESIDUAL and 0.02 < np.median(a) <= 1.1:
-                    counts[f][i] -= 1
-                    hard[g][i] |= pix
+                    mask.count[i] -= 1
+                    other.hard[i] |= pix
                     break
 
 
@@ -652,22 +738,16 @@ def _element_colour(ink: np.ndarray, hard: np.ndarray, near_others: np.ndarray, 
     return colour, full
 
 
-def _evaluate_chunk(rgb: np.ndarray, task: Task, tol: dict, restore: int = 0) -> dict:
-    n, S = rgb.shape[:2]
-    slots = LAYOUT[task]
-    min_px = max(2, round(2 * (S / 32) ** 2))
-    radius = 2 + S // 64
-    ink = 1.0 - rgb
-    inkmag = ink.sum(-1)
-    luma_ink = ink @ LUMA
-    seen = _restore_chroma(ink, restore) if restore else rgb
+def _label(chunk: _Chunk, tol: dict, restore: int = 0) -> None:
+    """Steps 1-2: colour-family labels, one mask per element, rims merged, counts checked."""
+    n, S, elements = chunk.n, chunk.S, chunk.spec.elements
+    seen = _restore_chroma(chunk.ink, restore) if restore else chunk.rgb
     hsv = cv2.cvtColor(seen.reshape(n * S, S, 3), cv2.COLOR_RGB2HSV).reshape(n, S, S, 3)
     h, s, v = hsv[..., 0] * 0.5, hsv[..., 1] * 255.0, hsv[..., 2] * 255.0
-    memb = np.stack([_membership(h, s, v, slot.family, tol) for slot in slots])
+    memb = np.stack([_membership(h, s, v, e.family, tol) for e in elements])
     best = memb.argmax(0)
     labelled = memb.max(0) >= 0.5
-    comps, labels_f, primary, counts, hard, colour, colour_full = [], [], [], [], [], [], []
-    for f in range(len(slots)):
+    for f in range(len(elements)):
         mask = labelled & (best == f)
         num, lab, stats, _ = cv2.connectedComponentsWithStats(_stack(mask, 1), connectivity=8,
                                                               ltype=cv2.CV_32S)
@@ -675,56 +755,52 @@ def _evaluate_chunk(rgb: np.ndarray, task: Task, tol: dict, restore: int = 0) ->
         area = stats[1:, cv2.CC_STAT_AREA]
         img = stats[1:, cv2.CC_STAT_TOP] // (S + 1)
         ids = np.arange(1, num)
-        keep = area >= min_px
+        keep = area >= chunk.min_px
         cnt = np.bincount(img[keep], minlength=n)
         prim = np.zeros(n, np.int64)
         if keep.any():
             order = np.lexsort((-area[keep], img[keep]))
             first = np.unique(img[keep][order], return_index=True)
             prim[first[0]] = ids[keep][order][first[1]]
-        hard_f = (lab == prim[:, None, None]) & (prim[:, None, None] > 0)
-        col, col_full = _element_colour(ink, hard_f, _dilate(labelled & (best != f), 1), radius, both=True)
-        colour_full.append(col_full)
-        comps.append((img, area, ids))
-        labels_f.append(lab)
-        primary.append(prim)
-        counts.append(cnt)
-        hard.append(hard_f)
-        colour.append(col)
-    for i in np.flatnonzero(np.any([c > 1 for c in counts], axis=0)):
-        _merge_rims(i, comps, labels_f, primary, hard, ink, colour, counts, min_px, slots)
+        hard = (lab == prim[:, None, None]) & (prim[:, None, None] > 0)
+        col, col_full = _element_colour(chunk.ink, hard, _dilate(labelled & (best != f), 1), chunk.radius,
+                                        both=True)
+        chunk.masks.append(_ColourMask(img, area, ids, lab, prim, cnt, hard, col, col_full))
+    for i in np.flatnonzero(np.any([m.count > 1 for m in chunk.masks], axis=0)):
+        _merge_rims(chunk, i)
+    chunk.labelled = labelled
+    chunk.blank = chunk.inkmag.reshape(n, -1).max(1) < BLANK_INK
+    for i in np.flatnonzero(chunk.blank):
+        chunk.reasons[i].append(Reason(Problem.BLANK))
+    for mask, e in zip(chunk.masks, elements):
+        for i in np.flatnonzero(~chunk.blank & (mask.count == 0)):
+            chunk.reasons[i].append(Reason(Problem.MISSING, e.label))
+        for i in np.flatnonzero(mask.count > 1):
+            chunk.reasons[i].append(Reason(Problem.TOO_MANY, e.plural, int(mask.count[i])))
 
-    reasons = [[] for _ in range(n)]
-    blank = inkmag.reshape(n, -1).max(1) < BLANK_INK
-    for i in np.flatnonzero(blank):
-        reasons[i].append("blank image (no elements)")
-    for f, slot in enumerate(slots):
-        for i in np.flatnonzero(~blank & (counts[f] == 0)):
-            reasons[i].append(f"missing {slot.name}")
-        for i in np.flatnonzero(counts[f] > 1):
-            reasons[i].append(f"{counts[f][i]} {slot.plural}")
 
-    # Coverage by linear unmixing within each group's region; overlaps go to the best-explaining group.
-    groups = sorted({slot.group for slot in slots})
-    cov: list = [None] * len(slots)
-    regions = []
+def _cover(chunk: _Chunk) -> None:
+    """Step 3a: each group's region and each element's coverage (linear unmixing within its group)."""
+    n, S, radius, ink, masks = chunk.n, chunk.S, chunk.radius, chunk.ink, chunk.masks
+    luma_ink = ink @ LUMA
+    chunk.coverage = [None] * len(masks)
     # An element's region is the whole ink blob holding its colour mask (so parts whose colour was
     # washed out still count), widened by the blur radius.
-    _, blobs = cv2.connectedComponents(_stack(inkmag >= REGION_INK, 1), connectivity=8, ltype=cv2.CV_32S)
+    _, blobs = cv2.connectedComponents(_stack(chunk.inkmag >= REGION_INK, 1), connectivity=8, ltype=cv2.CV_32S)
     blobs = blobs.reshape(n, S + 1, S)[:, :S]
-    members_of = {g: [f for f, slot in enumerate(slots) if slot.group == g] for g in groups}
-    for g in groups:
-        members = members_of[g]
-        core = np.any([hard[f] for f in members], axis=0)
+    for g in chunk.groups:
+        members = chunk.members(g)
+        core = np.any([masks[f].hard for f in members], axis=0)
         ids = np.where(core, blobs, 0).max((1, 2))
         blob = (blobs == ids[:, None, None]) & (ids[:, None, None] > 0)
-        regions.append(_dilate(core, radius) | _dilate(blob, 1))
+        chunk.regions.append(_dilate(core, radius) | _dilate(blob, 1))
         # Where the pixels are exact mixes of the element colours and white (rendered images), the
         # coverage is the least-squares unmixing of all three channels (best signal). Otherwise
         # (blur, JPEG) it is the pixel's luma ink (full resolution even in JPEG) over the element's
         # luma level, shared between touching elements by their colours.
-        D = np.stack([np.where(np.isfinite(colour[f]), colour[f], 1.0) for f in members], axis=2)
-        D_full = np.stack([np.where(np.isfinite(colour_full[f]), colour_full[f], 1.0) for f in members], 2)
+        D = np.stack([np.where(np.isfinite(masks[f].colour), masks[f].colour, 1.0) for f in members], axis=2)
+        D_full = np.stack([np.where(np.isfinite(masks[f].colour_full), masks[f].colour_full, 1.0)
+                           for f in members], 2)
         near = _dilate(core, 1)
         off_span = np.where(near, _span_residual(ink, D), 0).sum((1, 2)) / np.maximum(near.sum((1, 2)), 1)
         exact = off_span <= EXACT_MIX
@@ -732,38 +808,61 @@ def _evaluate_chunk(rgb: np.ndarray, task: Task, tol: dict, restore: int = 0) ->
         P = np.linalg.solve(G, D_full.transpose(0, 2, 1)).astype(np.float32)          # (n, K, 3)
         unmixed = np.matmul(P, ink.reshape(n, -1, 3).transpose(0, 2, 1)).reshape(n, len(members), S, S)
         levels = D.transpose(0, 2, 1) @ LUMA.astype(np.float64)                      # (n, K)
-        share = _shares(ink, [colour[f] for f in members], [hard[f] for f in members], radius) \
+        share = _shares(ink, [masks[f].colour for f in members], [masks[f].hard for f in members], radius) \
             if len(members) == 2 else [None]
         for j, f in enumerate(members):
             by_luma = luma_ink / np.float32(levels[:, j])[:, None, None]
             if share[j] is not None:
                 by_luma = by_luma * share[j]
-            cov[f] = np.where(exact[:, None, None], unmixed[:, j], by_luma)
-    # A pixel in two groups' regions goes to the group whose colours explain it best.
+            chunk.coverage[f] = np.where(exact[:, None, None], unmixed[:, j], by_luma)
+
+
+def _assign(chunk: _Chunk) -> None:
+    """Step 3b: a pixel in two groups' regions goes to the group whose colours explain it best; ink
+    far from every element is an unexpected object."""
+    groups, regions, ink = chunk.groups, chunk.regions, chunk.ink
     final = [r.copy() for r in regions]
     overlap = np.sum(regions, axis=0) > 1
     clash = np.flatnonzero(overlap.any((1, 2)))
     if clash.size:
-        resid = np.stack([_span_residual(ink[clash], np.stack([colour[f][clash] for f in members_of[g]], 2))
+        resid = np.stack([_span_residual(ink[clash], np.stack([chunk.masks[f].colour[clash]
+                                                               for f in chunk.members(g)], 2))
                           for g in groups])
         resid = np.where(np.stack([r[clash] for r in regions]), resid, np.inf)
         owner = np.argmin(resid, axis=0)
         for j in range(len(groups)):
             final[j][clash] = regions[j][clash] & (owner == j)
     any_region = np.any(regions, axis=0)
-    for f, slot in enumerate(slots):
-        cov[f] = np.where(final[groups.index(slot.group)], cov[f], np.float32(0))
-    stray = (inkmag >= STRONG_INK) & ~labelled & ~any_region
+    chunk.regions = final
+    for f, e in enumerate(chunk.spec.elements):
+        chunk.coverage[f] = np.where(final[groups.index(e.group)], chunk.coverage[f], np.float32(0))
+    stray = (chunk.inkmag >= STRONG_INK) & ~chunk.labelled & ~any_region
     n_stray = stray.sum((1, 2))
-    for i in np.flatnonzero(~blank & (n_stray >= min_px)):
-        reasons[i].append("unexpected colour (unrecognised object)")
-    elems = [_measure(cov[f], slot.shape, final[groups.index(slot.group)], radius, task is Task.C)
-             for f, slot in enumerate(slots)]
-    feats, geo_bad = _features(task, elems, S, slots)
-    for i in range(n):
-        if not reasons[i] and geo_bad[i]:
-            reasons[i].extend(geo_bad[i])
-    return {"features": feats, "reasons": reasons}
+    for i in np.flatnonzero(~chunk.blank & (n_stray >= chunk.min_px)):
+        chunk.reasons[i].append(Reason(Problem.UNEXPECTED_COLOUR))
+
+
+def _measure_chunk(chunk: _Chunk) -> dict[str, np.ndarray]:
+    """Step 3c: each element's geometry, then the task's features; geometric verdicts for images
+    that have no other reason."""
+    spec = chunk.spec
+    elems = [_measure(chunk.coverage[f], e.shape, chunk.regions[chunk.groups.index(e.group)], chunk.radius,
+                      spec.task is Task.C)
+             for f, e in enumerate(spec.elements)]
+    feats, geo_bad = _features(spec, elems, chunk.S)
+    for i in range(chunk.n):
+        if not chunk.reasons[i] and geo_bad[i]:
+            chunk.reasons[i].extend(geo_bad[i])
+    return feats
+
+
+def _evaluate_chunk(rgb: np.ndarray, task: Task, tol: dict, restore: int = 0) -> tuple[dict, list[list[Reason]]]:
+    """Features (normalised) and Invalid reasons of a chunk of images: label, cover, assign, measure."""
+    chunk = _Chunk(rgb, SPECS[task], [[] for _ in range(rgb.shape[0])])
+    _label(chunk, tol, restore)
+    _cover(chunk)
+    _assign(chunk)
+    return _measure_chunk(chunk), chunk.reasons
 
 
 def _pole_above_shadow(pole: _Element, shadow: _Element) -> dict[str, np.ndarray]:
@@ -792,7 +891,7 @@ def _pole_above_shadow(pole: _Element, shadow: _Element) -> dict[str, np.ndarray
     return {"pole_x": x, "pole_width": width, "pole_top": top, "_above": yc - top}
 
 
-def _task_a_by_shape(rgb: np.ndarray) -> tuple[dict | None, str]:
+def _task_a_by_shape(rgb: np.ndarray) -> tuple[dict | None, Reason | None]:
     """Task A fallback when colour cannot separate the pole from the shadow (one image, (S, S, 3)).
 
     JPEG chroma subsampling can leave a 2 px pole of a dark blue nearly as grey as the shadow, so
@@ -800,7 +899,7 @@ def _task_a_by_shape(rgb: np.ndarray) -> tuple[dict | None, str]:
     split by shape: the shadow band is the run of bottom rows wider than the pole, the pole is what
     rises above it. Each part's colour is then taken from ink sums over the part alone (which the
     chroma subsampling preserves) and must fall in its App. C family, so the colour rule is still
-    checked, per element instead of per pixel. Returns (features in px, "") or (None, reason).
+    checked, per element instead of per pixel. Returns (features in px, None) or (None, reason).
     """
     S = rgb.shape[0]
     radius = 2 + S // 64
@@ -815,13 +914,13 @@ def _task_a_by_shape(rgb: np.ndarray) -> tuple[dict | None, str]:
     num, lab, stats, _ = cv2.connectedComponentsWithStats((sun_m >= 0.5).astype(np.uint8), connectivity=8)
     big = [j for j in range(1, num) if stats[j, cv2.CC_STAT_AREA] >= min_px]
     if len(big) != 1:
-        return None, "missing sun" if not big else f"{len(big)} suns"
+        return None, Reason(Problem.MISSING, "sun") if not big else Reason(Problem.TOO_MANY, "suns", len(big))
     sun_hard = (lab == big[0])[None]
     obj_mask = (inkmag >= 2 * REGION_INK) & ~_dilate(sun_hard, radius + 1)
     num, lab, stats, _ = cv2.connectedComponentsWithStats(obj_mask[0].astype(np.uint8), connectivity=8)
     big = [j for j in range(1, num) if stats[j, cv2.CC_STAT_AREA] >= 3 * min_px]
     if len(big) != 1:
-        return None, "missing pole" if not big else "pole and shadow not one object"
+        return None, Reason(Problem.MISSING, "pole") if not big else Reason(Problem.NOT_ONE_OBJECT)
     obj = lab == big[0]
     widths = obj.sum(1)
     ys = np.flatnonzero(widths)
@@ -829,13 +928,13 @@ def _task_a_by_shape(rgb: np.ndarray) -> tuple[dict | None, str]:
     pole_w = np.median(widths[y_top:max(y_top + 1, (y_top + y_bot) // 2 + 1)])
     band = widths >= pole_w + max(1.5, 1.5 * S / 32)
     if not band[y_bot] and not band[max(y_bot - 1, 0)]:
-        return None, "missing shadow"
+        return None, Reason(Problem.MISSING, "shadow")
     b0 = y_bot if band[y_bot] else y_bot - 1
     while b0 - 1 >= y_top and band[b0 - 1]:
         b0 -= 1
     yc = b0 - 1
     if yc - y_top < 2:
-        return None, "pole not above the shadow"
+        return None, Reason(Problem.POLE_NOT_ABOVE_SHADOW)
     rows_idx = np.arange(S)[:, None]
     grown = _dilate(obj[None], radius)[0] & ~_dilate(sun_hard, radius)[0]
     pole_region = grown & (rows_idx < yc)
@@ -857,16 +956,16 @@ def _task_a_by_shape(rgb: np.ndarray) -> tuple[dict | None, str]:
     # The shadow's colour may also use its pixels right next to the pole (not its geometry).
     sh_colour = obj & grown & ((pos[None, :] - (pole_x + side * width / 2)) * side > 0) & (rows_idx >= b0)
     if not (obj & sh_region).any() or not sh_colour.any():
-        return None, "missing shadow"
+        return None, Reason(Problem.MISSING, "shadow")
     d_sh = _element_colour(ink, sh_colour[None], np.zeros_like(sun_hard), radius)[0]
     for d, family, name in ((d_pole, BLUE_GREEN, "pole"), (d_sh, DARK, "shadow")):
         if not np.all(np.isfinite(d)):
-            return None, f"missing {name}"
+            return None, Reason(Problem.MISSING, name)
         c = np.clip(1.0 - d, 0.0, 1.0).astype(np.float32)[None, None, :]
         h, sat, v = cv2.cvtColor(c, cv2.COLOR_RGB2HSV)[0, 0]
         hsv_units = (np.float32(h * 0.5), np.float32(sat * 255), np.float32(v * 255))
         if _membership(*hsv_units, family, SHAPE_TOLERANCE) < 0.5:
-            return None, f"{name} colour outside the {family.name} range"
+            return None, Reason(Problem.COLOUR_OUT_OF_RANGE, name, family=family.name)
 
     a_sh = np.where(sh_region, (ink[0] @ d_sh) / (d_sh @ d_sh), 0.0)
     rows_s = a_sh.sum(1)
@@ -877,9 +976,9 @@ def _task_a_by_shape(rgb: np.ndarray) -> tuple[dict | None, str]:
     shadow_end = x0 + side * length
     d_sun = _element_colour(ink, sun_hard, np.zeros_like(sun_hard), radius)[0]
     sun_cov = np.where(_dilate(sun_hard, radius), (ink @ d_sun) / (d_sun @ d_sun), 0.0).astype(np.float32)
-    sun = _measure(sun_cov, DISC, _dilate(sun_hard, radius), radius)
+    sun = _measure(sun_cov, Shape.DISC, _dilate(sun_hard, radius), radius)
     if sun.fit_failed[0]:
-        return None, "sun fit failed"
+        return None, Reason(Problem.FIT_FAILED, "sun")
     f = {"sun_x": sun.cx[0], "sun_y": sun.cy[0], "sun_radius": sun.r[0], "pole_x": pole_x,
          "pole_width": width, "pole_top": top, "ground_y": ground, "shadow_end": shadow_end,
          "shadow_thickness": thickness}
@@ -891,44 +990,46 @@ def _task_a_by_shape(rgb: np.ndarray) -> tuple[dict | None, str]:
             or not (width > 0.5 * S / 32 and length > 0.25 * S / 32)
             or not 0 < thickness <= MAX_SHADOW_THICKNESS * S
             or f["h2"] <= 0):
-        return None, "degenerate measurement"
+        return None, Reason(Problem.DEGENERATE)
     if f["h1"] <= 0:
-        return None, "sun not above the pole top"
-    return f, ""
+        return None, Reason(Problem.SUN_NOT_ABOVE_POLE)
+    return f, None
 
 
-def _features(task: Task, e: list[_Element], S: int, slots) -> tuple[dict, list[list[str]]]:
+def _features(spec: TaskSpec, e: list[_Element], S: int) -> tuple[dict, list[list[Reason]]]:
+    """The task's features (divided by S) from its elements' geometry, and geometric Invalid reasons."""
+    task = spec.task
     n = len(e[0].mass)
-    bad: list[list[str]] = [[] for _ in range(n)]
+    bad: list[list[Reason]] = [[] for _ in range(n)]
 
-    def flag(mask, text):
+    def flag(mask, reason: Reason):
         for i in np.flatnonzero(mask):
-            bad[i].append(text)
+            bad[i].append(reason)
 
-    for el, slot in zip(e, slots):
-        flag(el.fit_failed, f"{slot.name} fit failed")
-        if slot.shape == RECT:
-            flag(el.touches.any(1), f"{slot.name} cut by the image border")
+    for el, element in zip(e, spec.elements):
+        flag(el.fit_failed, Reason(Problem.FIT_FAILED, element.label))
+        if element.shape == Shape.RECT:
+            flag(el.touches.any(1), Reason(Problem.CUT_BY_BORDER, element.label))
     f: dict[str, np.ndarray] = {}
     if task is Task.A:
         sun, pole, shadow = e
         f["sun_x"], f["sun_y"], f["sun_radius"] = sun.cx, sun.cy, sun.r
         f.update(_pole_above_shadow(pole, shadow))
         with np.errstate(invalid="ignore"):
-            flag(~(f.pop("_above") >= 1.0) | ~(f["pole_width"] >= 0.5 * S / 32), "pole not above the shadow")
-            flag(~(shadow.dy <= MAX_SHADOW_THICKNESS * S), "shadow is not a strip on the ground")
+            flag(~(f.pop("_above") >= 1.0) | ~(f["pole_width"] >= 0.5 * S / 32), Reason(Problem.POLE_NOT_ABOVE_SHADOW))
+            flag(~(shadow.dy <= MAX_SHADOW_THICKNESS * S), Reason(Problem.SHADOW_NOT_A_STRIP))
         f["ground_y"] = shadow.cy + shadow.dy / 2
         f["h2"] = f["ground_y"] - f["pole_top"]
         with np.errstate(invalid="ignore"):
             flag(~(np.abs(f["ground_y"] - (pole.cy + pole.dy / 2)) <= max(1.5, 0.05 * S)),
-                 "shadow not at the foot of the pole")
+                 Reason(Problem.SHADOW_NOT_AT_FOOT))
         side = np.sign(shadow.cx - f["pole_x"])
         f["shadow_end"] = shadow.cx + side * shadow.dx / 2
         f["shadow_thickness"] = shadow.dy
         f["l1"] = np.abs(f["sun_x"] - f["pole_x"])
         f["h1"] = f["pole_top"] - f["sun_y"]
         f["l2"] = np.abs(f["shadow_end"] - f["pole_x"])
-        flag(f["h1"] <= 0, "sun not above the pole top")
+        flag(f["h1"] <= 0, Reason(Problem.SUN_NOT_ABOVE_POLE))
     elif task is Task.B:
         first_left = e[0].cx <= e[1].cx
         keys = ("cx", "cy", "dx", "dy")
@@ -952,24 +1053,17 @@ def _features(task: Task, e: list[_Element], S: int, slots) -> tuple[dict, list[
         f["top_y"] = np.where(first_top, e[0].cy, e[1].cy)
         f["bottom_x"] = np.where(first_top, e[1].cx, e[0].cx)
         f["bottom_y"] = np.where(first_top, e[1].cy, e[0].cy)
-    out = {k: np.asarray(f[k], np.float64) / S for k in FEATURES[task]}
+    out = {k: np.asarray(f[k], np.float64) / S for k in spec.features}
     with np.errstate(invalid="ignore"):
         sane = np.all([np.isfinite(v) & (v > -0.5) & (v < 1.5) for v in out.values()], axis=0)
-        sane &= np.all([out[k] > 0 for k in POSITIVE[task]], axis=0)
-    flag(~sane, "degenerate measurement")
+        sane &= np.all([out[k] > 0 for k in spec.positive], axis=0)
+    flag(~sane, Reason(Problem.DEGENERATE))
     return out, bad
 
 
-# Reasons that may come from colours washed out by blur or compression, which the relaxed second
-# pass (and for Task A the shape fallback) may resolve; other reasons (an element cut by the border,
-# a sun below the pole top, a blank image) are measurements and stand.
-RETRY_PREFIXES = ("missing ", "unexpected colour", "pole not above the shadow", "shadow is not a strip",
-                  "shadow not at the foot", "degenerate measurement")
-
-
-def _worth_retrying(reasons: list[str]) -> bool:
-    return bool(reasons) and all(r.startswith(RETRY_PREFIXES) or r[:1].isdigit() or r.endswith("fit failed")
-                                 for r in reasons) and "blank image (no elements)" not in reasons
+def _worth_retrying(reasons: list[Reason]) -> bool:
+    """True for an Invalid image whose every reason a washed-out colour can cause (``Problem``)."""
+    return bool(reasons) and all(r.retryable for r in reasons)
 
 
 def _whiten_background(rgb: np.ndarray) -> np.ndarray:
@@ -992,6 +1086,26 @@ def _whiten_background(rgb: np.ndarray) -> np.ndarray:
     return rgb
 
 
+def _relaxed_pass(part, task, again, feats, reasons) -> None:
+    """Measure the images ``again`` with ``RELAXED_TOLERANCE`` and restored chroma; keep the successes."""
+    feats2, reasons2 = _evaluate_chunk(part[again], task, RELAXED_TOLERANCE, RESTORE_WINDOW)
+    for j, i in enumerate(np.flatnonzero(again)):
+        if not reasons2[j]:
+            reasons[i] = []
+            for k, v in feats.items():
+                v[i] = feats2[k][j]
+
+
+def _task_a_shape_pass(part, again, feats, reasons) -> None:
+    """Task A: measure the retried images that are still Invalid by shape (``_task_a_by_shape``)."""
+    for i in np.flatnonzero(again & np.array([bool(rs) for rs in reasons])):
+        shape_feats, _ = _task_a_by_shape(part[i])
+        if shape_feats is not None:
+            reasons[i] = []
+            for k, v in feats.items():
+                v[i] = shape_feats[k] / part.shape[1]
+
+
 def evaluate(images, task, *, value_range=None, workers: int = 1,
              chunk_size: int | None = None) -> Evaluation:
     """Measure every image of ``task`` (Fig. 2 pipeline, module docstring): features, rules, validity.
@@ -1010,35 +1124,25 @@ def evaluate(images, task, *, value_range=None, workers: int = 1,
 
     def work(start):
         part = rgb[start:start + chunk]
-        res = _evaluate_chunk(part, task, FAMILY_TOLERANCE)
-        again = np.array([_worth_retrying(rs) for rs in res["reasons"]], bool)
+        feats, reasons = _evaluate_chunk(part, task, FAMILY_TOLERANCE)
+        again = np.array([_worth_retrying(rs) for rs in reasons], bool)
         if again.any():
-            res2 = _evaluate_chunk(part[again], task, RELAXED_TOLERANCE, RESTORE_WINDOW)
-            for j, i in enumerate(np.flatnonzero(again)):
-                if not res2["reasons"][j]:
-                    res["reasons"][i] = []
-                    for k, v in res["features"].items():
-                        v[i] = res2["features"][k][j]
+            _relaxed_pass(part, task, again, feats, reasons)
         if task is Task.A:
-            for i in np.flatnonzero(again & np.array([bool(rs) for rs in res["reasons"]])):
-                feats, why = _task_a_by_shape(part[i])
-                if feats is not None:
-                    res["reasons"][i] = []
-                    for k, v in res["features"].items():
-                        v[i] = feats[k] / part.shape[1]
-        return res
+            _task_a_shape_pass(part, again, feats, reasons)
+        return feats, reasons
 
     if workers > 1 and len(starts) > 1:
         with ThreadPoolExecutor(workers) as pool:
             parts = list(pool.map(work, starts))
     else:
         parts = [work(s0) for s0 in starts]
-    features = {k: np.concatenate([p["features"][k] for p in parts]) for k in FEATURES[task]}
-    reasons = [r for p in parts for r in p["reasons"]]
+    features = {k: np.concatenate([p[0][k] for p in parts]) for k in SPECS[task].features}
+    reasons = [r for p in parts for r in p[1]]
     for i in np.flatnonzero(nonfinite):
-        reasons[i] = ["non-finite pixel values"]
+        reasons[i] = [Reason(Problem.NON_FINITE)]
     valid = np.array([not r for r in reasons], bool)
-    reason = np.array(["; ".join(r) for r in reasons], dtype=object)
+    reason = np.array(["; ".join(r.message for r in rs) for rs in reasons], dtype=object)
     x, y = fine_xy(task, features)
     x = np.where(valid, x, np.nan)
     y = np.where(valid, y, np.nan)

@@ -16,7 +16,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +27,7 @@ import cv2
 import numpy as np
 
 from empirics.atomic import atomic_write_bytes
+from empirics.evaluate import as_float_rgb
 from empirics.tasks import Task, TaskBatch
 
 __all__ = ["save_npz", "load_npz", "save_png_folder", "load_png_folder", "ImageSet", "read_images",
@@ -33,6 +37,16 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 # Files that live next to images (ground truth, archives, evaluation outputs): not listed as skipped.
 COMPANION_SUFFIXES = (".csv", ".npz", ".json", ".jsonl", ".md", ".txt")
 _PARAM_PREFIX = "param__"
+GRAYSCALE_REASON = ("grayscale (single-channel) image, but the rules are read from colours; "
+                    "give an RGB or RGBA image")
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_GRAY_TYPES = (0, 4)  # IHDR colour types: 0 grey, 4 grey + alpha (2 RGB, 3 palette, 6 RGBA)
+
+
+def _as_path(path, what: str) -> Path:
+    if not isinstance(path, str | os.PathLike) or str(path) == "":
+        raise ValueError(f"{what} must be a path (str or pathlib.Path), got {path!r}")
+    return Path(path)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -58,21 +72,51 @@ def save_npz(batch: TaskBatch, path, overwrite: bool = False) -> None:
     _atomic_write(path, buf.getvalue())
 
 
+def _npz_arrays(path: Path, names, hint: str) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The arrays ``names`` (all when None) of the ``.npz`` at ``path`` that it holds, and every name in it.
+
+    A file that is not an archive of plain arrays raises a ValueError saying so (numpy's own
+    errors advise unpickling, which we never do); ``hint`` says what to give instead.
+    """
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{str(path)!r} is not an .npz archive (not a zip file); {hint}")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{str(path)!r} is not a readable .npz archive ({exc}); {hint}") from exc
+    with archive:
+        present = list(archive.files)
+        arrays = {}
+        for name in present if names is None else [n for n in names if n in present]:
+            try:
+                value = archive[name]
+            except ValueError as exc:
+                why = ("holds Python objects (an object array), which are not read; store numeric arrays"
+                       if "pickle" in str(exc) else f"is damaged ({exc})")
+                raise ValueError(f"{str(path)!r}: the array {name!r} {why}") from exc
+            except (OSError, EOFError, zipfile.BadZipFile) as exc:
+                raise ValueError(f"{str(path)!r}: the array {name!r} is damaged ({exc})") from exc
+            if not isinstance(value, np.ndarray):
+                raise ValueError(f"{str(path)!r}: {name!r} is not a numpy array (.npy) but raw bytes; {hint}")
+            arrays[name] = value
+    return arrays, present
+
+
 def load_npz(path) -> TaskBatch:
     """Read a ``TaskBatch`` written by ``save_npz``."""
-    path = Path(path)
+    path = _as_path(path, "path")
     if not path.is_file():
         raise ValueError(f"no such file: {str(path)!r}")
+    arrays, names = _npz_arrays(path, None, "give a task archive written by save_npz "
+                                            "(hidden-rules data --format npz)")
+    if not {"images", "task"} <= set(names):
+        raise ValueError(f"{str(path)!r} is not a task archive (needs 'images' and 'task', has {names})")
+    params = {k[len(_PARAM_PREFIX):]: v for k, v in arrays.items() if k.startswith(_PARAM_PREFIX)}
     try:
-        with np.load(path, allow_pickle=False) as z:
-            keys = set(z.files)
-            if not {"images", "task"} <= keys:
-                raise ValueError(f"{str(path)!r} is not a task archive (needs 'images' and 'task')")
-            params = {k[len(_PARAM_PREFIX):]: z[k] for k in keys if k.startswith(_PARAM_PREFIX)}
-            meta = json.loads(str(z["meta"])) if "meta" in keys else {}
-            return TaskBatch(z["images"], params, str(z["task"]), meta)
-    except (OSError, EOFError) as exc:
-        raise ValueError(f"cannot read {str(path)!r} as .npz: {exc}") from exc
+        meta = json.loads(str(arrays["meta"])) if "meta" in arrays else {}
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{str(path)!r}: 'meta' is not JSON ({exc})") from exc
+    return TaskBatch(arrays["images"], params, str(arrays["task"]), meta)
 
 
 def save_png_folder(batch: TaskBatch, out_dir, overwrite: bool = False) -> Path:
@@ -141,20 +185,45 @@ def load_png_folder(path) -> TaskBatch:
     return TaskBatch(np.stack(images), params, rows[0]["task"], meta)
 
 
+@contextmanager
+def _quiet_opencv() -> Iterator[None]:
+    """OpenCV's own log lines ("[ WARN:0@...] global loadsave.cpp imread_ ...") off while decoding:
+    a file that cannot be decoded is reported once, by its caller, with the reason."""
+    log = cv2.utils.logging
+    level = log.getLogLevel()
+    log.setLogLevel(log.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        log.setLogLevel(level)
+
+
 def _read_one(path: Path):
     """An RGB uint8 image, or a string saying why the file cannot be evaluated."""
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    if not data:
+        return "unreadable (empty file)"
+    with _quiet_opencv():
+        try:
+            raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        except cv2.error:
+            raw = None
     if raw is None:
         return "unreadable (not a decodable image)"
+    # OpenCV gives grey + alpha PNGs four channels: the PNG header says what the file holds.
+    png_gray = data.startswith(_PNG_SIGNATURE) and len(data) > 25 and data[25] in _PNG_GRAY_TYPES
+    if raw.ndim == 2 or raw.shape[2] in (1, 2) or png_gray:
+        return GRAYSCALE_REASON
     if raw.dtype == np.uint16:
         raw = np.round(raw / 257.0).astype(np.uint8)
     elif raw.dtype != np.uint8:
         return f"unsupported pixel type {raw.dtype}"
-    if raw.ndim == 2:
-        rgb = np.repeat(raw[:, :, None], 3, axis=2)
-    elif raw.ndim == 3 and raw.shape[2] == 3:
+    if raw.shape[2] == 3:
         rgb = raw[:, :, ::-1]
-    elif raw.ndim == 3 and raw.shape[2] == 4:
+    elif raw.shape[2] == 4:
         alpha = raw[:, :, 3:4].astype(np.float32) / 255.0
         rgb = np.round(raw[:, :, 2::-1] * alpha + 255.0 * (1 - alpha)).astype(np.uint8)
     else:
@@ -165,6 +234,24 @@ def _read_one(path: Path):
     if h < 16:
         return f"too small ({w} x {h} px, need >= 16)"
     return np.ascontiguousarray(rgb)
+
+
+def _image_list(arr: np.ndarray, path: Path) -> list[np.ndarray]:
+    """The images of an array read from ``path``, each [S, S, 3]; refused (ValueError) as ``as_float_rgb``
+    refuses it: grayscale, RGBA, empty, not square, too small, not numeric."""
+    try:  # shape and type checks only (an explicit range skips the value checks), on one image
+        as_float_rgb(arr[:1] if arr.ndim == 4 else arr, value_range=(0.0, 1.0))
+    except ValueError:
+        try:  # refused before any conversion: again on the whole array, for a message with its shape
+            as_float_rgb(arr, value_range=(0.0, 1.0))
+        except ValueError as exc:
+            raise ValueError(f"{str(path)!r}: {exc}") from exc
+        raise
+    if arr.ndim == 3:
+        arr = arr[None]  # one image
+    if arr.shape[-1] != 3:
+        arr = arr.transpose(0, 2, 3, 1)  # channels first, as as_float_rgb reads it
+    return list(arr)
 
 
 @dataclass
@@ -182,39 +269,33 @@ def read_images(path) -> ImageSet:
     """Everything ``hidden-rules eval`` can read at ``path``.
 
     ``path`` is an ``.npz`` (a task archive or any archive with an ``images`` array), an image file, or
-    a folder searched recursively for image files (sorted by relative path). Unreadable, non-square
-    or too small files, and unknown non-image files, are listed in ``skipped`` with the reason
-    (companions such as ``params.csv``, ``.npz``, ``.json`` are passed over silently). If the
-    folder has a ``params.csv`` covering the images, its ground truth is kept.
+    a folder searched recursively for image files (sorted by relative path). Unreadable, grayscale,
+    non-square or too small files, and unknown non-image files, are listed in ``skipped`` with the
+    reason (companions such as ``params.csv``, ``.npz``, ``.json`` are passed over silently). If the
+    folder has a ``params.csv`` covering the images, its ground truth is kept. An ``.npz`` that is
+    not an archive of images, or whose images are not RGB, raises ValueError saying so.
     """
-    p = Path(path)
+    p = _as_path(path, "path")
     if not p.exists():
         raise ValueError(f"no such file or folder: {str(p)!r}")
     if p.is_file() and p.suffix.lower() == ".npz":
-        if not zipfile.is_zipfile(p):
-            raise ValueError(f"{str(p)!r} is not an .npz archive (not a zip file); give an .npz written by numpy "
-                             "(np.savez) with an 'images' array, an image, or a folder of images")
-        try:
-            batch = load_npz(p)
-            return ImageSet([f"{p.name}#{i}" for i in range(len(batch))], list(batch.images), [],
-                            batch.params, batch.task)
-        except ValueError:
-            pass
-        try:
-            with np.load(p, allow_pickle=False) as z:
-                if "images" not in z.files:
-                    raise ValueError(f"{str(p)!r} has no 'images' array")
-                arr = z["images"]
-        except (OSError, EOFError) as exc:
-            raise ValueError(f"cannot read {str(p)!r} as .npz: {exc}") from exc
-        if arr.ndim == 3 and arr.shape[-1] in (3, 4):
-            arr = arr[None]  # one RGB(A) image
-        if arr.ndim != 4 or arr.shape[-1] != 3 or len(arr) == 0:
-            kind = " (grayscale / single channel: give RGB images [N, S, S, 3])" if arr.ndim == 3 or (
-                arr.ndim == 4 and arr.shape[-1] == 1) else ""
-            raise ValueError(f"{str(p)!r}: the 'images' array has shape {tuple(arr.shape)}{kind}; "
-                             "expected RGB images [N, S, S, 3] with N >= 1")
-        return ImageSet([f"{p.name}#{i}" for i in range(len(arr))], list(arr))
+        hint = ("give an .npz written by numpy (np.savez) with an 'images' array, an image, "
+                "or a folder of images")
+        _, names = _npz_arrays(p, (), hint)
+        batch = None
+        if {"images", "task"} <= set(names):
+            try:
+                batch = load_npz(p)
+            except ValueError:  # a 'task' entry that is not ours: read the images alone
+                batch = None
+        if batch is None and "images" not in names:
+            raise ValueError(f"{str(p)!r} has no 'images' array (it holds {names}); {hint}")
+        arr = batch.images if batch is not None else _npz_arrays(p, ("images",), hint)[0]["images"]
+        images = _image_list(arr, p)
+        files = [f"{p.name}#{i}" for i in range(len(images))]
+        if batch is not None:
+            return ImageSet(files, images, [], batch.params, batch.task)
+        return ImageSet(files, images)
     if p.is_file():
         img = _read_one(p)
         if isinstance(img, str):

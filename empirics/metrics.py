@@ -1,7 +1,8 @@
 """Rule metrics of Sections 3.2-3.3 and 5.1: coarse rules, fine ratio, trimmed fit, R^2, Error (eq. (4)).
 
-* ``coarse_rule(task, features)``: the coarse-grained rule of each task (Section 3.1.2).
-* ``fine_xy`` (from ``empirics.tasks``) gives (x, y) of the fine rule y = k x; the ratio is y / x.
+* ``coarse_rule(task, features)`` and ``fine_xy`` (both defined in ``empirics.tasks``, the one source
+  of each task's rules, and re-exported here): the coarse-grained rule of each task (Section 3.1.2);
+  ``fine_xy`` gives (x, y) of the fine rule y = k x; the ratio is y / x.
 * ``trimmed_fit``: OLS y = b1 x + b0 on the images whose ratio lies within the ``trim``
   percentiles (Fig. 3/4 keep [2.5 %, 97.5 %]); R^2 = 1 - SS_res / SS_tot of that fit.
 * ``error_eq4``: eq. (4), Error = |b1 - k| + |b0| (bias) + sqrt(Var(y_hat - y)) (variance term),
@@ -23,40 +24,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from empirics._checks import check_int, check_real, check_trim
-from empirics.tasks import TARGET_SLOPE, Task, fine_xy
+from empirics.tasks import COARSE_C_RTOL, TARGET_SLOPE, Task, coarse_rule, feature_values, fine_xy
 
 __all__ = ["COARSE_C_RTOL", "coarse_rule", "fine_xy", "fine_ratio", "LinearFit", "trimmed_fit", "Eq4Error",
            "error_eq4", "conforming_fraction", "bootstrap_ci", "binomial_ci", "summarize", "feature_errors"]
-
-COARSE_C_RTOL = 0.05
-
-
-def _feature(features, key: str) -> np.ndarray:
-    if key not in features:
-        raise ValueError(f"features must contain {key!r}")
-    return np.asarray(features[key], dtype=np.float64)
-
-
-def coarse_rule(task, features) -> np.ndarray:
-    """True where the coarse rule holds (Section 3.1.2); False where it fails or features are NaN.
-
-    A: sun and shadow end on opposite sides of the pole; B: left rectangle taller (h1 > h2);
-    C: distinct radii (|r_large - r_small| > 5 % of the larger); D: top square smaller.
-    """
-    task = Task.parse(task)
-    with np.errstate(invalid="ignore"):
-        if task is Task.A:
-            pole = _feature(features, "pole_x")
-            sun_side = np.sign(_feature(features, "sun_x") - pole)
-            ok = sun_side * np.sign(_feature(features, "shadow_end") - pole) < 0
-        elif task is Task.B:
-            ok = _feature(features, "h1") > _feature(features, "h2")
-        elif task is Task.C:
-            rs, rl = _feature(features, "r_small"), _feature(features, "r_large")
-            ok = np.abs(rl - rs) > COARSE_C_RTOL * np.maximum(rl, rs)
-        else:
-            ok = _feature(features, "side_top") < _feature(features, "side_bottom")
-    return np.asarray(ok, bool)
 
 
 def _xy(x, y) -> tuple[np.ndarray, np.ndarray]:
@@ -285,7 +256,7 @@ def feature_errors(measured: dict[str, np.ndarray], truth: dict[str, np.ndarray]
     out = {}
     pooled = []
     for key in keys:
-        m, t = _feature(measured, key), _feature(truth, key)
+        m, t = feature_values(measured, key), feature_values(truth, key)
         sel = np.isfinite(m) & np.isfinite(t) if valid is None else np.asarray(valid, bool) & np.isfinite(m)
         err = (np.abs(m - t) * size)[sel] if size.ndim == 0 else (np.abs(m - t) * size)[sel]
         pooled.append(err)

@@ -77,8 +77,8 @@ from empirics._checks import check_int, check_real
 
 __all__ = [
     "Task", "HSVRange", "YELLOWISH", "BLUE_GREEN", "DARK", "TARGET_SLOPE", "TRAIN_SIZES", "TaskBatch",
-    "ELEMENTS", "RULE_FEATURES",
-    "generate", "sample_params", "render", "degrade",
+    "ELEMENTS", "RULE_FEATURES", "SPECS", "TaskSpec", "Element", "Shape", "COARSE_C_RTOL",
+    "fine_xy", "coarse_rule", "feature_values", "generate", "sample_params", "render", "degrade",
 ]
 
 
@@ -114,32 +114,103 @@ YELLOWISH = HSVRange("yellowish", (0, 30), (100, 255), (200, 255))
 BLUE_GREEN = HSVRange("blue-green", (90, 150), (100, 255), (100, 255))
 DARK = HSVRange("dark", (0, 179), (0, 50), (50, 150))
 
-TARGET_SLOPE: dict[Task, float] = {Task.A: 1.0, Task.B: 1.0, Task.C: math.sqrt(2.0), Task.D: 1.5}
-# Training-set sizes of Section 3.2 / App. D.1.
-TRAIN_SIZES: dict[Task, int] = {Task.A: 4000, Task.B: 2000, Task.C: 2000, Task.D: 2000}
+class Shape(str, enum.Enum):
+    """How the evaluator measures an element: a disc (centre, radius) or an axis-aligned rectangle."""
 
+    DISC = "disc"
+    RECT = "rect"
+
+
+@dataclass(frozen=True)
+class Element:
+    """One object of a task: its name in the ground truth, its App. C colour family and its shape.
+
+    ``label``/``plural`` name it in Invalid reasons ("missing sun", "2 yellowish rectangles");
+    elements of one ``group`` may touch each other (the evaluator unmixes their coverage jointly).
+    """
+
+    name: str
+    family: HSVRange
+    shape: Shape
+    label: str
+    plural: str
+    group: int
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything the rest of the package knows about a task: its elements, features and rules.
+
+    ``features``: the lengths and positions the evaluator measures (divided by the image size), in
+    order; ``positive``: those that are lengths and must be > 0; ``rule_features``: the lengths the
+    fine rule y = ``slope`` * x is made of (``fine_xy``); ``coarse``: the coarse rule in words
+    (``coarse_rule``). The generator's ground truth holds every feature plus ``extra_lengths``.
+    """
+
+    task: Task
+    elements: tuple[Element, ...]
+    features: tuple[str, ...]
+    positive: tuple[str, ...]
+    rule_features: tuple[str, ...]
+    slope: float
+    coarse: str
+    extra_lengths: tuple[str, ...] = ()
+
+    @property
+    def lengths(self) -> tuple[str, ...]:
+        return self.features + self.extra_lengths
+
+
+def _element(name, family, shape, label, group):
+    return Element(name, family, shape, label, label + "s", group)
+
+
+SPECS: dict[Task, TaskSpec] = {
+    Task.A: TaskSpec(
+        Task.A,
+        (_element("sun", YELLOWISH, Shape.DISC, "sun", 0), _element("pole", BLUE_GREEN, Shape.RECT, "pole", 1),
+         _element("shadow", DARK, Shape.RECT, "shadow", 1)),
+        features=("l1", "h1", "h2", "l2", "sun_x", "sun_y", "sun_radius", "pole_x", "pole_top", "pole_width",
+                  "ground_y", "shadow_end", "shadow_thickness"),
+        positive=("h2", "pole_width", "shadow_thickness", "sun_radius"),
+        rule_features=("l1", "h1", "h2", "l2"), slope=1.0,
+        coarse="the sun and the shadow's end lie on opposite sides of the pole",
+        extra_lengths=("sun_height",)),
+    Task.B: TaskSpec(
+        Task.B,
+        (_element("left", YELLOWISH, Shape.RECT, "yellowish rectangle", 0),
+         _element("right", BLUE_GREEN, Shape.RECT, "blue-green rectangle", 1)),
+        features=("l1", "h1", "l2", "h2", "left_width", "right_width", "left_y", "right_y"),
+        positive=("h1", "h2", "left_width", "right_width"),
+        rule_features=("l1", "h1", "l2", "h2"), slope=1.0,
+        coarse="the left rectangle is taller (h1 > h2)"),
+    Task.C: TaskSpec(
+        Task.C,
+        (_element("small", YELLOWISH, Shape.DISC, "yellowish circle", 0),
+         _element("large", BLUE_GREEN, Shape.DISC, "blue-green circle", 0)),
+        features=("r_small", "r_large", "small_x", "small_y", "large_x", "large_y", "gap"),
+        positive=("r_small", "r_large"),
+        rule_features=("r_small", "r_large"), slope=math.sqrt(2.0),
+        coarse="the radii differ (by more than COARSE_C_RTOL of the larger)"),
+    Task.D: TaskSpec(
+        Task.D,
+        (_element("top", YELLOWISH, Shape.RECT, "yellowish square", 0),
+         _element("bottom", BLUE_GREEN, Shape.RECT, "blue-green square", 1)),
+        features=("side_top", "side_bottom", "top_x", "top_y", "bottom_x", "bottom_y"),
+        positive=("side_top", "side_bottom"),
+        rule_features=("side_top", "side_bottom"), slope=1.5,
+        coarse="the top square is smaller (side_top < side_bottom)"),
+}
+
+# Views of SPECS under the names the rest of the package and its users know.
+TARGET_SLOPE: dict[Task, float] = {t: s.slope for t, s in SPECS.items()}
 # Element names and colour families, in drawing order.
 ELEMENTS: dict[Task, tuple[tuple[str, HSVRange], ...]] = {
-    Task.A: (("sun", YELLOWISH), ("pole", BLUE_GREEN), ("shadow", DARK)),
-    Task.B: (("left", YELLOWISH), ("right", BLUE_GREEN)),
-    Task.C: (("small", YELLOWISH), ("large", BLUE_GREEN)),
-    Task.D: (("top", YELLOWISH), ("bottom", BLUE_GREEN)),
-}
-
+    t: tuple((e.name, e.family) for e in s.elements) for t, s in SPECS.items()}
 # The lengths the fine rule is made of (Fig. 3's feature errors, App. D.2's memorization space).
-RULE_FEATURES: dict[Task, tuple[str, ...]] = {
-    Task.A: ("l1", "h1", "h2", "l2"), Task.B: ("l1", "h1", "l2", "h2"),
-    Task.C: ("r_small", "r_large"), Task.D: ("side_top", "side_bottom"),
-}
-
-# Lengths and positions: params hold each as "<key>_px" (pixels) and "<key>" (divided by the size).
-LENGTHS: dict[Task, tuple[str, ...]] = {
-    Task.A: ("l1", "h1", "h2", "l2", "sun_x", "sun_y", "sun_radius", "sun_height", "pole_x", "pole_top",
-             "pole_width", "ground_y", "shadow_end", "shadow_thickness"),
-    Task.B: ("l1", "h1", "l2", "h2", "left_width", "right_width", "left_y", "right_y"),
-    Task.C: ("r_small", "r_large", "small_x", "small_y", "large_x", "large_y", "gap"),
-    Task.D: ("side_top", "side_bottom", "top_x", "top_y", "bottom_x", "bottom_y"),
-}
+RULE_FEATURES: dict[Task, tuple[str, ...]] = {t: s.rule_features for t, s in SPECS.items()}
+# Training-set sizes of Section 3.2 / App. D.1.
+TRAIN_SIZES: dict[Task, int] = {Task.A: 4000, Task.B: 2000, Task.C: 2000, Task.D: 2000}
 
 # Geometry in units of the image size (32 px -> multiply by 32).
 A_POLE_HEIGHT = (0.2, 0.4)           # App. C
@@ -277,6 +348,39 @@ def fine_xy(task, features) -> tuple[np.ndarray, np.ndarray]:
     return f["side_top"], f["side_bottom"]
 
 
+# Task C's coarse rule: measured radii are never exactly equal, so "distinct" means by more than 5 %.
+COARSE_C_RTOL = 0.05
+
+
+def feature_values(features, key: str) -> np.ndarray:
+    """``features[key]`` as float64, or a ValueError naming the missing feature."""
+    if key not in features:
+        raise ValueError(f"features must contain {key!r}")
+    return np.asarray(features[key], dtype=np.float64)
+
+
+def coarse_rule(task, features) -> np.ndarray:
+    """True where the coarse rule holds (Section 3.1.2); False where it fails or features are NaN.
+
+    A: sun and shadow end on opposite sides of the pole; B: left rectangle taller (h1 > h2);
+    C: distinct radii (|r_large - r_small| > 5 % of the larger); D: top square smaller.
+    """
+    task = Task.parse(task)
+    with np.errstate(invalid="ignore"):
+        if task is Task.A:
+            pole = feature_values(features, "pole_x")
+            sun_side = np.sign(feature_values(features, "sun_x") - pole)
+            ok = sun_side * np.sign(feature_values(features, "shadow_end") - pole) < 0
+        elif task is Task.B:
+            ok = feature_values(features, "h1") > feature_values(features, "h2")
+        elif task is Task.C:
+            rs, rl = feature_values(features, "r_small"), feature_values(features, "r_large")
+            ok = np.abs(rl - rs) > COARSE_C_RTOL * np.maximum(rl, rs)
+        else:
+            ok = feature_values(features, "side_top") < feature_values(features, "side_bottom")
+    return np.asarray(ok, bool)
+
+
 def sample_params(task, n: int, size: int = 32, seed: int = 0, *, fine_factor: float = 1.0,
                   violate_coarse: bool = False) -> dict[str, np.ndarray]:
     """Ground-truth parameters of ``n`` images (see the module docstring for the ranges).
@@ -294,7 +398,7 @@ def sample_params(task, n: int, size: int = 32, seed: int = 0, *, fine_factor: f
         raise ValueError(f"violate_coarse must be a bool, got {violate_coarse!r}")
     px, flags = _SAMPLERS[task](seed, n, size, fine_factor, bool(violate_coarse))
     params: dict[str, np.ndarray] = {}
-    for key in LENGTHS[task]:
+    for key in SPECS[task].lengths:
         params[f"{key}_px"] = np.asarray(px[key], np.float64)
         params[key] = params[f"{key}_px"] / size
     params.update({k: np.asarray(v, np.float64) for k, v in flags.items()})
@@ -388,7 +492,7 @@ def render(task, params: dict[str, np.ndarray], size: int) -> np.ndarray:
     """
     task = Task.parse(task)
     size = check_int("size", size, 16, 512)
-    need = [f"{k}_px" for k in LENGTHS[task]]
+    need = [f"{k}_px" for k in SPECS[task].lengths]
     need += [f"{e}_{c}" for e, _ in ELEMENTS[task] for c in ("red", "green", "blue")]
     missing = [k for k in need if k not in params]
     if missing:
@@ -456,28 +560,6 @@ class TaskBatch:
     @property
     def y(self) -> np.ndarray:
         return self.params["y"]
-
-    def save_npz(self, path, overwrite: bool = False) -> None:
-        from empirics.io import save_npz
-
-        save_npz(self, path, overwrite=overwrite)
-
-    @classmethod
-    def load_npz(cls, path) -> TaskBatch:
-        from empirics.io import load_npz
-
-        return load_npz(path)
-
-    def save_png_folder(self, out_dir, overwrite: bool = False) -> None:
-        from empirics.io import save_png_folder
-
-        save_png_folder(self, out_dir, overwrite=overwrite)
-
-    @classmethod
-    def load_png_folder(cls, path) -> TaskBatch:
-        from empirics.io import load_png_folder
-
-        return load_png_folder(path)
 
 
 def generate(task, n: int, size: int = 32, seed: int = 0, *, fine_factor: float = 1.0,

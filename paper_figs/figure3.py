@@ -20,8 +20,7 @@ import sys
 import time
 
 from empirics.evaluate import evaluate
-from empirics.metrics import feature_errors
-from empirics.tasks import RULE_FEATURES, TRAIN_SIZES, Task, degrade, generate
+from empirics.tasks import TRAIN_SIZES, Task, degrade, generate
 from paper_figs._io import atomic_write_bytes, prepare_outputs, save_figure, write_json
 from paper_figs._plots import rule_panel
 
@@ -73,7 +72,7 @@ def run(args) -> int:
         ev = evaluate(images, task, workers=args.workers)
         seconds = time.perf_counter() - t0
         summary = ev.summary(trim=tuple(args.trim), n_boot=args.n_boot, seed=args.seed)
-        errors = feature_errors(ev.features, batch.params, RULE_FEATURES[task], args.size, ev.valid)
+        errors = ev.ground_truth_errors(batch.params)
         record["tasks"][task.value] = {"n": n, "evaluate_seconds": seconds, "summary": summary,
                                        "feature_errors_px": errors}
         ratio = ev.ratio

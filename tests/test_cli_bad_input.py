@@ -10,8 +10,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -20,7 +22,8 @@ FIG6_TOY = ["--d", "5", "--m", "2", "--t", "0.4", "--activations", "relu", "--ep
             "--loss", "paper", "--no-progress", "--workers", "1"]
 
 # (id, argv with {file} = an existing file, {dir} = a fresh folder, {empty} = an empty folder,
-#  {fake_npz} = a text file named .npz, {gray_npz} = an npz of single-channel images; exit status; message)
+#  {fake_npz} = a text file named .npz, {gray_npz} = an npz of (N, S, S) single-channel images, {input:NAME} =
+#  the input NAME of ``_EVAL_INPUTS``; exit status; message)
 CASES = [
     ("no verb", [], 2, "usage: hidden-rules"),
     ("unknown verb", ["paint"], 2, "invalid choice: 'paint'"),
@@ -41,6 +44,23 @@ CASES = [
     ("eval empty folder", ["eval", "A", "{empty}", "--out", "{dir}"], 2, "no image could be read"),
     ("eval not an npz", ["eval", "A", "{fake_npz}", "--out", "{dir}"], 2, "is not an .npz archive"),
     ("eval grayscale npz", ["eval", "A", "{gray_npz}", "--out", "{dir}"], 2, "grayscale"),
+    ("eval (N, S, S) npz", ["eval", "A", "{gray_npz}", "--out", "{dir}"], 2,
+     "images have shape (2, 32, 32): single-channel (grayscale) images"),
+    ("eval (N, S, S, 1) npz", ["eval", "A", "{input:gray1.npz}", "--out", "{dir}"], 2,
+     "images have shape (3, 32, 32, 1): single-channel (grayscale)"),
+    ("eval npz of 0 images", ["eval", "A", "{input:none.npz}", "--out", "{dir}"], 2, "images is empty"),
+    ("eval npz of objects", ["eval", "A", "{input:objects.npz}", "--out", "{dir}"], 2, "holds Python objects"),
+    ("eval npz of raw bytes", ["eval", "A", "{input:raw.npz}", "--out", "{dir}"], 2, "is not a numpy array"),
+    ("eval corrupt PNGs", ["eval", "A", "{input:corrupt}", "--out", "{dir}"], 2,
+     "(2 skipped: a.png: unreadable (not a decodable image); b.png: unreadable"),
+    ("eval grayscale PNGs", ["eval", "A", "{input:grey}", "--out", "{dir}"], 2, "g.png: grayscale (single-channel)"),
+    ("eval float out of range", ["eval", "A", "{input:float255.npz}", "--out", "{dir}"], 2,
+     "pass --value-range LO HI"),
+    ("eval --value-range reversed", ["eval", "A", "{input:float255.npz}", "--value-range", "1", "0"], 2,
+     "--value-range must be two finite numbers"),
+    ("eval --workers 100", ["eval", "A", "{input:float255.npz}", "--workers", "100", "--out", "{dir}"], 2,
+     "--workers must be an integer in [1, 64]"),
+    ("eval --trim reversed", ["eval", "A", "{empty}", "--trim", "60", "40"], 2, "--trim must be two percentiles"),
     ("eval --n-boot -1", ["eval", "A", "{empty}", "--n-boot", "-1"], 2, "--n-boot must be >= 0"),
     ("eval missing path", ["eval", "A", "{dir}/nothing-here"], 2, "no such file or folder"),
     ("bounds --t -1", ["bounds", "--t", "-1"], 2, "--t must be"),
@@ -55,18 +75,51 @@ CASES = [
 ]
 
 
-def _materialise(tmp_path: Path) -> dict[str, str]:
+def _corrupt_pngs(folder: Path) -> None:
+    folder.mkdir()
+    (folder / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(64)))  # OpenCV logs about this one
+    (folder / "b.png").write_bytes(b"not a png")
+
+
+def _grey_pngs(folder: Path) -> None:
+    folder.mkdir()
+    cv2.imwrite(str(folder / "g.png"), np.full((32, 32), 200, np.uint8))
+
+
+def _raw_bytes_npz(path: Path) -> None:
+    with zipfile.ZipFile(path, "w") as z:  # a zip whose member is not a .npy array
+        z.writestr("images.npy", b"raw bytes")
+
+
+# Inputs of the eval cases, made only when a case names them.
+_EVAL_INPUTS = {
+    "gray1.npz": lambda p: np.savez(p, images=np.zeros((3, 32, 32, 1), np.uint8)),
+    "none.npz": lambda p: np.savez(p, images=np.zeros((0, 32, 32, 3), np.uint8)),
+    "objects.npz": lambda p: np.savez(p, images=np.array([{"a": 1}], dtype=object)),
+    "raw.npz": _raw_bytes_npz,
+    "float255.npz": lambda p: np.savez(p, images=np.full((2, 32, 32, 3), 200.0)),
+    "corrupt": _corrupt_pngs,
+    "grey": _grey_pngs,
+}
+
+
+def _materialise(tmp_path: Path, argv: list[str]) -> dict[str, str]:
     (tmp_path / "a_file.txt").write_text("not a folder")
     (tmp_path / "empty").mkdir()
     (tmp_path / "fake.npz").write_text("hello")
     np.savez(tmp_path / "gray.npz", images=np.zeros((2, 32, 32), np.uint8))
-    return {"{file}": str(tmp_path / "a_file.txt"), "{dir}": str(tmp_path / "out"), "{empty}": str(tmp_path / "empty"),
+    subs = {"{file}": str(tmp_path / "a_file.txt"), "{dir}": str(tmp_path / "out"), "{empty}": str(tmp_path / "empty"),
             "{fake_npz}": str(tmp_path / "fake.npz"), "{gray_npz}": str(tmp_path / "gray.npz")}
+    for name, make in _EVAL_INPUTS.items():
+        if any(f"{{input:{name}}}" in a for a in argv):
+            make(tmp_path / name)
+            subs[f"{{input:{name}}}"] = str(tmp_path / name)
+    return subs
 
 
 @pytest.mark.parametrize("case_id, argv, status, message", CASES, ids=[c[0] for c in CASES])
 def test_bad_cli_input(tmp_path, case_id, argv, status, message):
-    subs = _materialise(tmp_path)
+    subs = _materialise(tmp_path, argv)
     args = []
     for a in argv:
         for key, value in subs.items():
@@ -78,5 +131,8 @@ def test_bad_cli_input(tmp_path, case_id, argv, status, message):
     assert res.returncode == status, (res.returncode, res.stderr[-1500:])
     assert message in res.stderr, res.stderr[-1500:]
     assert "Traceback" not in res.stderr
+    # our words only: no OpenCV log lines, no numpy advice to unpickle, flags rather than keywords
+    assert "[ WARN" not in res.stderr and "[ERROR" not in res.stderr
+    assert "allow_pickle" not in res.stderr and "value_range" not in res.stderr
     if status == 2 and case_id.startswith(("data", "train")):
         assert not (tmp_path / "out").exists()  # a bad argument leaves nothing behind

@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from empirics.evaluate import FEATURES, Evaluation, evaluate
-from empirics.metrics import feature_errors
-from empirics.tasks import RULE_FEATURES, TARGET_SLOPE, Task, degrade, generate, render, sample_params
+from empirics.evaluate import Evaluation, evaluate
+from empirics.tasks import RULE_FEATURES, SPECS, TARGET_SLOPE, Task, degrade, generate, render, sample_params
 
 TASKS = ["A", "B", "C", "D"]
 
@@ -19,10 +18,10 @@ def test_features_match_ground_truth(task, size, n):
     batch = generate(task, n, size, seed=101)
     ev = evaluate(batch.images, task)
     assert ev.valid.all(), set(ev.reason)
-    err = feature_errors(ev.features, batch.params, RULE_FEATURES[Task.parse(task)], size, ev.valid)["all"]
+    err = ev.ground_truth_errors(batch.params)["all"]
     assert err["median_px"] <= 0.2 and err["p95_px"] <= 0.5
     # every feature, keypoints included, within 0.5 px
-    for key in FEATURES[Task(task)]:
+    for key in SPECS[Task(task)].features:
         if key in batch.params and key != "sun_radius":
             assert np.max(np.abs(ev.features[key] - batch.params[key]) * size) < 0.5, key
 
@@ -59,7 +58,7 @@ def test_robust_to_blur_and_jpeg(task):
     s = ev.summary(n_boot=0)
     assert s["valid_fraction"] >= 0.95, s["invalid_reasons"]
     assert s["r2"] >= 0.97
-    err = feature_errors(ev.features, batch.params, RULE_FEATURES[Task.parse(task)], 32, ev.valid)["all"]
+    err = ev.ground_truth_errors(batch.params)["all"]
     assert err["median_px"] <= 0.25
 
 
@@ -170,7 +169,7 @@ def test_evaluation_api():
     assert isinstance(ev, Evaluation) and len(ev) == 10
     np.testing.assert_allclose(ev.ratio, ev.y / ev.x)
     rows = ev.rows()
-    assert rows[0]["valid"] and set(rows[0]["features"]) == set(FEATURES[Task.D]) and rows[0]["size"] == 32
+    assert rows[0]["valid"] and set(rows[0]["features"]) == set(SPECS[Task.D].features) and rows[0]["size"] == 32
     both = Evaluation.concatenate([ev.take(slice(0, 4)), ev.take(slice(4, 10))])
     np.testing.assert_array_equal(both.x, ev.x)
     single = evaluate(batch.images, "D")
@@ -198,5 +197,5 @@ def test_black_shadow_is_still_a_shadow():
     imgs = render("A", params, 32)
     ev = evaluate(imgs, "A")
     assert ev.valid.mean() >= 0.99, list(ev.reason[~ev.valid])
-    err = feature_errors(ev.features, params, RULE_FEATURES[Task.A], 32, ev.valid)["all"]
+    err = ev.ground_truth_errors(params)["all"]
     assert err["p95_px"] <= 0.5
