@@ -366,7 +366,7 @@ def _measure(cov: np.ndarray, shape: str, region: np.ndarray, radius: int,
     touches = np.stack([cov[:, :, 0].max(1), cov[:, :, -1].max(1), cov[:, 0, :].max(1), cov[:, -1, :].max(1)],
                        axis=1) > BORDER_COVERAGE
     fit_failed = np.zeros(n, bool)
-    if shape == Shape.RECT:
+    if shape in (Shape.RECT, Shape.SQUARE):
         tall = var_y >= var_x
         with np.errstate(divide="ignore", invalid="ignore"):
             dx = np.where(tall, _plateau(rows), mass / _plateau(cols))
@@ -996,6 +996,40 @@ def _task_a_by_shape(rgb: np.ndarray) -> tuple[dict | None, Reason | None]:
     return f, None
 
 
+CUT_SLACK = 0.25            # px: a square whose visible extent falls this short of its side is cut
+
+
+def _square(el: _Element, S: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Side, centre x, centre y (px) of a square from its own pixels, and whether a border hides its size.
+
+    A square whose coverage reaches the border may be cut by it. Its side is then its extent along
+    the border (uncut), its centre lies half a side from its visible inner edge, and its visible
+    extent across the border says whether it was cut at all. Whole squares: side = sqrt(area) and
+    the centroid (the most precise). Cut at a corner (both axes short), the size is lost.
+    """
+    along_x = el.touches[:, :2].any(1)             # left or right border: the vertical extent is whole
+    along_y = el.touches[:, 2:].any(1)             # top or bottom border: the horizontal extent is whole
+    side = np.sqrt(np.maximum(el.mass, 0))
+    cx, cy = el.cx.copy(), el.cy.copy()
+    corner = np.zeros(len(side), bool)
+    edge = np.flatnonzero(along_x | along_y)
+    if edge.size:
+        cov = el.cov[edge]
+        height = _plateau(cov.sum(1, dtype=np.float64))   # vertical extent per column
+        width = _plateau(cov.sum(2, dtype=np.float64))    # horizontal extent per row
+        ax, ay = along_x[edge], along_y[edge]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            vis_x, vis_y = el.mass[edge] / height, el.mass[edge] / width
+        cut_x = ax & ~ay & (vis_x < height - CUT_SLACK)
+        cut_y = ay & ~ax & (vis_y < width - CUT_SLACK)
+        corner[edge] = ax & ay & ~(np.abs(height - width) <= CUT_SLACK)
+        t = el.touches[edge]
+        side[edge] = np.where(cut_x, height, np.where(cut_y, width, side[edge]))
+        cx[edge] = np.where(cut_x, np.where(t[:, 0], vis_x - height / 2, S - vis_x + height / 2), cx[edge])
+        cy[edge] = np.where(cut_y, np.where(t[:, 2], vis_y - width / 2, S - vis_y + width / 2), cy[edge])
+    return side, cx, cy, corner
+
+
 def _features(spec: TaskSpec, e: list[_Element], S: int) -> tuple[dict, list[list[Reason]]]:
     """The task's features (divided by S) from its elements' geometry, and geometric Invalid reasons."""
     task = spec.task
@@ -1045,14 +1079,16 @@ def _features(spec: TaskSpec, e: list[_Element], S: int) -> tuple[dict, list[lis
         f["small_x"], f["small_y"], f["large_x"], f["large_y"] = small.cx, small.cy, large.cx, large.cy
         f["gap"] = np.hypot(small.cx - large.cx, small.cy - large.cy) - small.r - large.r
     else:
-        first_top = e[0].cy <= e[1].cy
-        sides = [np.sqrt(np.maximum(el.mass, 0)) for el in e]
-        f["side_top"] = np.where(first_top, sides[0], sides[1])
-        f["side_bottom"] = np.where(first_top, sides[1], sides[0])
-        f["top_x"] = np.where(first_top, e[0].cx, e[1].cx)
-        f["top_y"] = np.where(first_top, e[0].cy, e[1].cy)
-        f["bottom_x"] = np.where(first_top, e[1].cx, e[0].cx)
-        f["bottom_y"] = np.where(first_top, e[1].cy, e[0].cy)
+        (side0, cx0, cy0, corner0), (side1, cx1, cy1, corner1) = (_square(el, S) for el in e)
+        for corner, element in zip((corner0, corner1), spec.elements):
+            flag(corner, Reason(Problem.CUT_BY_BORDER, element.label))
+        first_top = cy0 <= cy1
+        f["side_top"] = np.where(first_top, side0, side1)
+        f["side_bottom"] = np.where(first_top, side1, side0)
+        f["top_x"] = np.where(first_top, cx0, cx1)
+        f["top_y"] = np.where(first_top, cy0, cy1)
+        f["bottom_x"] = np.where(first_top, cx1, cx0)
+        f["bottom_y"] = np.where(first_top, cy1, cy0)
     out = {k: np.asarray(f[k], np.float64) / S for k in spec.features}
     with np.errstate(invalid="ignore"):
         sane = np.all([np.isfinite(v) & (v > -0.5) & (v < 1.5) for v in out.values()], axis=0)

@@ -115,10 +115,12 @@ BLUE_GREEN = HSVRange("blue-green", (90, 150), (100, 255), (100, 255))
 DARK = HSVRange("dark", (0, 179), (0, 50), (50, 150))
 
 class Shape(str, enum.Enum):
-    """How the evaluator measures an element: a disc (centre, radius) or an axis-aligned rectangle."""
+    """How the evaluator measures an element: a disc (centre, radius), an axis-aligned rectangle, or
+    a square (a rectangle whose one side gives the other, so a border may cut it)."""
 
     DISC = "disc"
     RECT = "rect"
+    SQUARE = "square"
 
 
 @dataclass(frozen=True)
@@ -194,8 +196,8 @@ SPECS: dict[Task, TaskSpec] = {
         coarse="the radii differ (by more than COARSE_C_RTOL of the larger)"),
     Task.D: TaskSpec(
         Task.D,
-        (_element("top", YELLOWISH, Shape.RECT, "yellowish square", 0),
-         _element("bottom", BLUE_GREEN, Shape.RECT, "blue-green square", 1)),
+        (_element("top", YELLOWISH, Shape.SQUARE, "yellowish square", 0),
+         _element("bottom", BLUE_GREEN, Shape.SQUARE, "blue-green square", 1)),
         features=("side_top", "side_bottom", "top_x", "top_y", "bottom_x", "bottom_y"),
         positive=("side_top", "side_bottom"),
         rule_features=("side_top", "side_bottom"), slope=1.5,
