@@ -39,12 +39,22 @@ Differences from the paper: Fig. 2 thresholds hard HSV masks and reads keypoints
 integer pixels; App. D.2 upsamples 32 px images to 128 px for that reason. We measure at native
 resolution with the sub-pixel estimators above instead, which is more accurate (median feature error
 < 0.01 px on rendered images, benchmarks/evaluator.py) and does not depend on an interpolation.
-Task-specific geometry: A: sun centre, pole x-centre / top (from the part of the pole above the
-shadow), ground = the shadow's bottom edge, shadow end = its far end from the pole;
-l1 = |sun_x - pole_x|, h1 = pole_top - sun_y, h2 = ground_y - pole_top, l2 = |shadow_end - pole_x|.
-B: the left/right rectangle is the one with the smaller/larger centre x; l = its left edge, h = its
-height. C: r_small / r_large are the radii of the yellowish / blue-green circle (colour, not size,
-names them). D: top / bottom is the square with the smaller / larger centre y.
+
+Features are geometric statements, measured from each object's own pixels, so that they mean the
+same whichever program drew the image (lengths divided by the image size):
+
+* A: l1 = horizontal distance from the sun's centre to the pole's axis; h1 = height of the sun's
+  centre above the pole's top; h2 = height of the pole above the point where it meets the ground
+  (its foot, read on the pole's half on the sun's side, which no shadow strip covers, whether the
+  strip lies beside the pole on the ground, under the ground line or across it, over or under the
+  pole); l2 = horizontal distance from the pole's axis to the shadow's far end.
+* B: l = distance of a rectangle's left edge from the image's left edge, h = its height; left and
+  right are the rectangles with the smaller and the larger centre x.
+* C: r_small / r_large = radius of the yellowish / blue-green circle (colour, not size, names them);
+  a circle cut by the border is fitted to its visible arc.
+* D: side_top / side_bottom = side of the square with the smaller / larger centre y; a square that
+  reaches the border is measured by its extent along the border (uncut), and only one cut at a
+  corner, whose size is lost, is Invalid.
 """
 
 from __future__ import annotations
@@ -546,6 +556,7 @@ class _Chunk:
     blank: np.ndarray | None = None         # (n,) images without ink
     coverage: list[np.ndarray] = field(default_factory=list)   # per element, (n, S, S)
     regions: list[np.ndarray] = field(default_factory=list)    # per group, (n, S, S)
+    exact: list[np.ndarray] = field(default_factory=list)      # per group, (n,): pixels are exact colour mixes
 
     def __post_init__(self):
         self.ink = 1.0 - self.rgb
@@ -804,6 +815,7 @@ def _cover(chunk: _Chunk) -> None:
         near = _dilate(core, 1)
         off_span = np.where(near, _span_residual(ink, D), 0).sum((1, 2)) / np.maximum(near.sum((1, 2)), 1)
         exact = off_span <= EXACT_MIX
+        chunk.exact.append(exact)
         G = np.einsum("nck,ncl->nkl", D_full, D_full) + 1e-12 * np.eye(len(members))[None]
         P = np.linalg.solve(G, D_full.transpose(0, 2, 1)).astype(np.float32)          # (n, K, 3)
         unmixed = np.matmul(P, ink.reshape(n, -1, 3).transpose(0, 2, 1)).reshape(n, len(members), S, S)
@@ -849,7 +861,8 @@ def _measure_chunk(chunk: _Chunk) -> dict[str, np.ndarray]:
     elems = [_measure(chunk.coverage[f], e.shape, chunk.regions[chunk.groups.index(e.group)], chunk.radius,
                       spec.task is Task.C)
              for f, e in enumerate(spec.elements)]
-    feats, geo_bad = _features(spec, elems, chunk.S)
+    exact = [chunk.exact[chunk.groups.index(e.group)] for e in spec.elements]
+    feats, geo_bad = _features(spec, elems, chunk.S, chunk.ink @ LUMA, exact)
     for i in range(chunk.n):
         if not chunk.reasons[i] and geo_bad[i]:
             chunk.reasons[i].extend(geo_bad[i])
@@ -865,15 +878,32 @@ def _evaluate_chunk(rgb: np.ndarray, task: Task, tol: dict, restore: int = 0) ->
     return _measure_chunk(chunk), chunk.reasons
 
 
-def _pole_above_shadow(pole: _Element, shadow: _Element) -> dict[str, np.ndarray]:
-    """Task A: pole centre, width and top from its rows above the shadow band and its centroid row.
+def _edge_integral(profile: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """Length of the run of a (n, S) coverage profile from row ``start`` on: the sum of the profile,
+    clipped to [0, 1], up to one row past the first row below 1/2 (the edge, and a blurred edge's
+    tail); the rows further on hold only noise, which a longer sum would gather."""
+    n, S = profile.shape
+    idx = np.arange(S)[None, :]
+    p = np.clip(np.nan_to_num(profile), 0.0, 1.0)
+    low = (p < 0.5) & (idx >= start[:, None])
+    end = np.where(low.any(1), np.argmax(low, 1), S - 1) + 1
+    return np.where((idx >= start[:, None]) & (idx <= end[:, None]), p, 0.0).sum(1)
 
-    The foot of the pole touches the shadow, where the split between the two colours is least
-    certain, so the pole is measured where it is alone: x-centre and width (row-sum plateau) from
-    those rows, and its top by the edge integral top = y_c - sum_{y < y_c} rows(y) / width, exact
-    for box-filtered edges and unchanged by symmetric blur. The ground (the pole's foot) is the
-    shadow's bottom edge (it lies on the ground), which a sliver lost at the shadow's near end does
-    not move.
+
+def _pole_geometry(pole: _Element, shadow: _Element, own: np.ndarray) -> dict[str, np.ndarray]:
+    """Task A: the pole's centre, width, top and foot, each from the pole's own pixels.
+
+    Centre x and width (row-sum plateau) come from the pole's rows above the shadow band, where it
+    is alone, and its top from the edge integral top = y_c - sum_{y < y_c} rows(y) / width, exact for
+    box-filtered edges and unchanged by symmetric blur. The foot (where the pole meets the ground)
+    is the same edge integral downwards, foot = y_c + sum_{y >= y_c} rows'(y) / width', over the
+    pole's half away from the shadow (columns beyond its axis on the sun's side): whichever way a
+    shadow strip is drawn (beside the pole on the ground, under the ground line, straddling it, over
+    or under the pole), it starts at the pole's axis at most, so that half shows the foot. There the
+    rows are those of ``own`` (n, S, S): the pole's coverage where the pixels are exact colour mixes
+    (it leaves out a strip's blurred ink), else the pixels' luma ink (nothing but the pole is in that
+    half, and luma, unlike the split of a pixel between touching elements, survives JPEG's chroma
+    subsampling).
     """
     n, S = pole.rows.shape
     band = shadow.rows >= 0.25 * shadow.rows.max(1, keepdims=True)
@@ -888,7 +918,34 @@ def _pole_above_shadow(pole: _Element, shadow: _Element) -> dict[str, np.ndarray
         x = cols @ pos / cols.sum(1)
         width = _plateau(np.where(upper, pole.rows, 0.0))
         top = yc - np.where(upper, pole.rows, 0.0).sum(1) / width
-    return {"pole_x": x, "pole_width": width, "pole_top": top, "_above": yc - top}
+        away = np.where(np.nan_to_num(shadow.cx) >= x, -1.0, 1.0)          # the sun's side of the pole
+        offset = (pos[None, :] - x[:, None]) * away[:, None]
+        far = (offset > 0) & (offset <= width[:, None] / 2 + 1.0)           # (n, S) columns
+        far_rows = np.einsum("nyx,nx->ny", own, far.astype(np.float32), dtype=np.float64)
+        # the width from the pole's own rows (a sun beside it may share those columns higher up)
+        along = upper & (np.arange(S)[None, :] >= np.ceil(np.nan_to_num(top, nan=0.0))[:, None])
+        far_width = _plateau(np.where(along, far_rows, 0.0))
+        foot = yc + _edge_integral(np.where(upper, 0.0, far_rows) / far_width[:, None], yc)
+    return {"pole_x": x, "pole_width": width, "pole_top": top, "ground_y": foot, "_above": yc - top}
+
+
+THIN_COVERAGES = np.linspace(0.1, 1.0, 19)
+
+
+def _colour_fits(ink: np.ndarray, family: HSVRange, thin: bool) -> bool:
+    """Whether an element's ink vector (white - colour) is a colour of ``family`` (``SHAPE_TOLERANCE``).
+
+    A thin element (no pixel of it is covered whole) shows its colour mixed with white at an
+    unknown coverage a <= 1, i.e. ink / a for the true ink: it fits if some a in (max ink, 1] puts
+    the colour in the family.
+    """
+    scales = THIN_COVERAGES[THIN_COVERAGES >= ink.max()] if thin else np.ones(1)
+    if scales.size == 0:
+        scales = np.ones(1)
+    c = np.clip(1.0 - ink[None, :] / scales[:, None], 0.0, 1.0).astype(np.float32)[:, None, :]
+    hsv = cv2.cvtColor(c, cv2.COLOR_RGB2HSV)[:, 0]
+    return bool((_membership(hsv[:, 0] * 0.5, hsv[:, 1] * 255, hsv[:, 2] * 255, family, SHAPE_TOLERANCE)
+                 >= 0.5).any())
 
 
 def _task_a_by_shape(rgb: np.ndarray) -> tuple[dict | None, Reason | None]:
@@ -916,9 +973,14 @@ def _task_a_by_shape(rgb: np.ndarray) -> tuple[dict | None, Reason | None]:
     if len(big) != 1:
         return None, Reason(Problem.MISSING, "sun") if not big else Reason(Problem.TOO_MANY, "suns", len(big))
     sun_hard = (lab == big[0])[None]
-    obj_mask = (inkmag >= 2 * REGION_INK) & ~_dilate(sun_hard, radius + 1)
-    num, lab, stats, _ = cv2.connectedComponentsWithStats(obj_mask[0].astype(np.uint8), connectivity=8)
-    big = [j for j in range(1, num) if stats[j, cv2.CC_STAT_AREA] >= 3 * min_px]
+    # Hysteresis: the object is the pixels with ink >= REGION_INK connected to pixels with twice
+    # that, so a strip thinner than a pixel (faint rows) stays attached to the pole.
+    not_sun = ~_dilate(sun_hard, radius + 1)
+    strong = ((inkmag >= 2 * REGION_INK) & not_sun)[0]
+    num, lab, stats, _ = cv2.connectedComponentsWithStats(((inkmag >= REGION_INK) & not_sun)[0].astype(np.uint8),
+                                                          connectivity=8)
+    seeded = np.bincount(lab[strong], minlength=num) > 0
+    big = [j for j in range(1, num) if seeded[j] and stats[j, cv2.CC_STAT_AREA] >= 3 * min_px]
     if len(big) != 1:
         return None, Reason(Problem.MISSING, "pole") if not big else Reason(Problem.NOT_ONE_OBJECT)
     obj = lab == big[0]
@@ -926,7 +988,7 @@ def _task_a_by_shape(rgb: np.ndarray) -> tuple[dict | None, Reason | None]:
     ys = np.flatnonzero(widths)
     y_top, y_bot = ys[0], ys[-1]
     pole_w = np.median(widths[y_top:max(y_top + 1, (y_top + y_bot) // 2 + 1)])
-    band = widths >= pole_w + max(1.5, 1.5 * S / 32)
+    band = widths >= pole_w + max(1.0, S / 32)
     if not band[y_bot] and not band[max(y_bot - 1, 0)]:
         return None, Reason(Problem.MISSING, "shadow")
     b0 = y_bot if band[y_bot] else y_bot - 1
@@ -958,22 +1020,27 @@ def _task_a_by_shape(rgb: np.ndarray) -> tuple[dict | None, Reason | None]:
     if not (obj & sh_region).any() or not sh_colour.any():
         return None, Reason(Problem.MISSING, "shadow")
     d_sh = _element_colour(ink, sh_colour[None], np.zeros_like(sun_hard), radius)[0]
-    for d, family, name in ((d_pole, BLUE_GREEN, "pole"), (d_sh, DARK, "shadow")):
+    for d, family, name, part in ((d_pole, BLUE_GREEN, "pole", pole_hard), (d_sh, DARK, "shadow", sh_colour)):
         if not np.all(np.isfinite(d)):
             return None, Reason(Problem.MISSING, name)
-        c = np.clip(1.0 - d, 0.0, 1.0).astype(np.float32)[None, None, :]
-        h, sat, v = cv2.cvtColor(c, cv2.COLOR_RGB2HSV)[0, 0]
-        hsv_units = (np.float32(h * 0.5), np.float32(sat * 255), np.float32(v * 255))
-        if _membership(*hsv_units, family, SHAPE_TOLERANCE) < 0.5:
+        if not _colour_fits(d, family, thin=not (part & _erode(part[None])[0]).any()):
             return None, Reason(Problem.COLOUR_OUT_OF_RANGE, name, family=family.name)
 
     a_sh = np.where(sh_region, (ink[0] @ d_sh) / (d_sh @ d_sh), 0.0)
-    rows_s = a_sh.sum(1)
-    length = _plateau(rows_s[None])[0]
-    mid = (b0 + y_bot + 1) // 2
-    ground = mid + rows_s[mid:].sum() / length
-    thickness = ground - (mid - rows_s[:mid].sum() / length)
+    rows_s, cols_s = a_sh.sum(1), a_sh.sum(0)
+    thickness = _plateau(cols_s[None])[0]
+    # A strip with a row covered whole: its length is that row's ink; a thinner one (its ink level,
+    # and so each row's coverage, unknown): area / thickness, in which the level cancels.
+    thin = not (sh_colour & _erode(sh_colour[None])[0]).any()
+    length = a_sh.sum() / thickness if thin else _plateau(rows_s[None])[0]
     shadow_end = x0 + side * length
+    # The foot: the edge integral down the pole's half on the sun's side (as in _pole_geometry).
+    offset = (pole_x - pos) * side
+    far = (offset > 0) & (offset <= width / 2 + 1.0)
+    far_rows = (ink[0] @ LUMA)[:, far].sum(1)
+    above = np.arange(S) < yc
+    far_width = _plateau(np.where(above & (np.arange(S) >= math.ceil(top)), far_rows, 0.0)[None])[0]
+    ground = yc + _edge_integral(np.where(above, 0.0, far_rows)[None] / far_width, np.array([yc]))[0]
     d_sun = _element_colour(ink, sun_hard, np.zeros_like(sun_hard), radius)[0]
     sun_cov = np.where(_dilate(sun_hard, radius), (ink @ d_sun) / (d_sun @ d_sun), 0.0).astype(np.float32)
     sun = _measure(sun_cov, Shape.DISC, _dilate(sun_hard, radius), radius)
@@ -1030,8 +1097,12 @@ def _square(el: _Element, S: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     return side, cx, cy, corner
 
 
-def _features(spec: TaskSpec, e: list[_Element], S: int) -> tuple[dict, list[list[Reason]]]:
-    """The task's features (divided by S) from its elements' geometry, and geometric Invalid reasons."""
+def _features(spec: TaskSpec, e: list[_Element], S: int, luma: np.ndarray,
+              exact: list[np.ndarray]) -> tuple[dict, list[list[Reason]]]:
+    """The task's features (divided by S) from its elements' geometry, and geometric Invalid reasons.
+
+    ``luma``: the images' luma ink (n, S, S); ``exact``: per element, (n,) whether its group's
+    pixels are exact mixes of the element colours and white (then its coverage is exact)."""
     task = spec.task
     n = len(e[0].mass)
     bad: list[list[Reason]] = [[] for _ in range(n)]
@@ -1048,15 +1119,17 @@ def _features(spec: TaskSpec, e: list[_Element], S: int) -> tuple[dict, list[lis
     if task is Task.A:
         sun, pole, shadow = e
         f["sun_x"], f["sun_y"], f["sun_radius"] = sun.cx, sun.cy, sun.r
-        f.update(_pole_above_shadow(pole, shadow))
+        f.update(_pole_geometry(pole, shadow, np.where(exact[1][:, None, None], pole.cov, luma)))
         with np.errstate(invalid="ignore"):
             flag(~(f.pop("_above") >= 1.0) | ~(f["pole_width"] >= 0.5 * S / 32), Reason(Problem.POLE_NOT_ABOVE_SHADOW))
             flag(~(shadow.dy <= MAX_SHADOW_THICKNESS * S), Reason(Problem.SHADOW_NOT_A_STRIP))
-        f["ground_y"] = shadow.cy + shadow.dy / 2
-        f["h2"] = f["ground_y"] - f["pole_top"]
+            f["h2"] = f["ground_y"] - f["pole_top"]
+        # The shadow lies on the ground: its strip (beside, under or across the ground line) reaches
+        # the pole's foot.
+        tol = max(1.5, 0.05 * S)
         with np.errstate(invalid="ignore"):
-            flag(~(np.abs(f["ground_y"] - (pole.cy + pole.dy / 2)) <= max(1.5, 0.05 * S)),
-                 Reason(Problem.SHADOW_NOT_AT_FOOT))
+            on_strip = np.abs(f["ground_y"] - shadow.cy) <= shadow.dy / 2 + tol
+            flag(~on_strip, Reason(Problem.SHADOW_NOT_AT_FOOT))
         side = np.sign(shadow.cx - f["pole_x"])
         f["shadow_end"] = shadow.cx + side * shadow.dx / 2
         f["shadow_thickness"] = shadow.dy
