@@ -1,0 +1,56 @@
+"""The evaluator on images it did not draw: the reference renderer's conventions (empirics.render_reference).
+
+Features are geometric statements (empirics.evaluate's docstring), so they must read the same
+whichever way a convention draws the task. 100 images per convention set here; the goals (valid >=
+98 %, R^2 >= 0.99, slope within 2 %, Error <= 0.02) are measured on 2000 per set by
+benchmarks/evaluator.py. With 100 images a valid fraction of 98 % has a binomial standard error of
+1.4 %, so the valid floor here is 95 %; the rule metrics keep the goals' values.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from empirics.evaluate import evaluate
+from empirics.render_reference import presets_for, render_reference
+from empirics.tasks import Task
+
+# Conventions the evaluator does not yet meet (docs/empirics.md): 1-2 px bars (their ink level,
+# hence their height, is unknowable from pixels blurred across the whole bar), and shadows that end
+# less than a pixel past the pole's edge (a strip of 1-2 px^2 under the foot: 3-7 % are "missing").
+OPEN = {(Task.B, "b_thin_bars"), (Task.A, "a_short_shadow")}
+CASES = [(t, p) for t in Task for p in presets_for(t) if (t, p) not in OPEN]
+
+
+@pytest.mark.parametrize(("task", "preset"), CASES, ids=[f"{t.value}-{p}" for t, p in CASES])
+def test_rule_read_through_other_conventions(task, preset):
+    batch = render_reference(task, 100, 32, seed=11, conventions=preset)
+    s = evaluate(batch.images, task).summary(n_boot=0)
+    assert s["valid_fraction"] >= 0.95, s["invalid_reasons"]
+    assert s["r2"] >= 0.99 and s["slope_rel_error"] <= 0.02 and s["error"] <= 0.02, s
+    assert s["coarse_violations"] == 0
+
+
+@pytest.mark.parametrize("preset", ["default", "a_straddle", "a_strip_over_pole"])
+def test_pole_height_is_measured_from_its_own_foot(preset):
+    """h2 = height of the pole above the point where it meets the ground, wherever the strip lies."""
+    batch = render_reference("A", 60, 32, seed=5, conventions=preset, downscaler="cv2_area")
+    ev = evaluate(batch.images, "A")
+    assert ev.valid.all(), set(ev.reason)
+    err = np.abs(ev.features["h2"] - batch.params["h2"]) * 32
+    assert np.median(err) <= 0.05 and err.max() <= 0.3
+
+
+def test_square_on_the_border_is_measured_not_rejected():
+    batch = render_reference("D", 100, 32, seed=6, conventions="d_touch_border", downscaler="cv2_area")
+    ev = evaluate(batch.images, "D")
+    on_border = np.zeros(len(batch), bool)
+    for key in ("top", "bottom"):
+        half = batch.params[f"side_{key}"] / 2
+        x, y = batch.params[f"{key}_x"], batch.params[f"{key}_y"]
+        on_border |= (x - half < 1 / 64) | (x + half > 1 - 1 / 64) | (y - half < 1 / 64) | (y + half > 1 - 1 / 64)
+    assert on_border.sum() >= 10            # the case under test occurs
+    assert ev.valid.all(), set(ev.reason)
+    for key in ("side_top", "side_bottom"):
+        assert np.max(np.abs(ev.features[key] - batch.params[key])[on_border]) * 32 <= 0.05
