@@ -33,6 +33,7 @@ import warnings  # noqa: E402
 
 import cv2  # noqa: E402
 
+from empirics.atomic import write_json  # noqa: E402
 from empirics.evaluate import evaluate  # noqa: E402
 from empirics.render_reference import Downscaler, presets_for, render_reference  # noqa: E402
 from empirics.tasks import RULE_FEATURES, TARGET_SLOPE, Task, degrade, generate  # noqa: E402
@@ -158,6 +159,7 @@ def main(argv=None) -> int:
     group.add_argument("--only-reference", action="store_true",
                        help="run only the second source (empirics.render_reference)")
     group.add_argument("--no-reference", action="store_true", help="skip the second source")
+    p.add_argument("--no-speed", action="store_true", help="skip the speed measurement (accuracy only)")
     args = p.parse_args(argv)
     if args.n < 3 or args.reference_n < 3:
         p.error("--n and --reference-n must be >= 3 (a line fit needs 3 points)")
@@ -168,8 +170,7 @@ def main(argv=None) -> int:
         report = {"seed": args.seed, "workers": args.workers, "reference": reference_accuracy(
             args.reference_n, args.seed, args.workers)}
         if args.json:
-            with open(args.json, "w") as fh:
-                json.dump(report, fh, indent=2, default=float)
+            write_json(args.json, json.loads(json.dumps(report, default=float)))
             print(f"wrote {args.json}")
         return 0
     print(f"== accuracy: {args.n} fresh images per task at 32 px (seed {args.seed})")
@@ -195,8 +196,9 @@ def main(argv=None) -> int:
                   f"   {' '.join(k for k, v in flags.items() if v == 'MISS') or 'all goals met'}")
     print("goals: clean valid >= 0.995, R^2 >= 0.995, |b1-k|/k <= 0.01, Error <= 0.02, no coarse "
           "violations, median <= 0.2 px, p95 <= 0.5 px; degraded valid >= 0.97, R^2 >= 0.98")
-    print(f"== speed: images/s with {args.workers} threads (best of 3)")
-    for size, n in ((32, 4000), (64, 1000)):
+    if not args.no_speed:
+        print(f"== speed: images/s with {args.workers} threads (best of 3)")
+    for size, n in (() if args.no_speed else ((32, 4000), (64, 1000))):
         rates = {task.value: speed(task, size, n, args.workers) for task in Task}
         report["speed"][str(size)] = rates
         line = "  ".join(f"{t} {r:7.0f}" for t, r in rates.items())
@@ -210,8 +212,7 @@ def main(argv=None) -> int:
     if not args.no_reference:
         report["reference"] = reference_accuracy(args.reference_n, args.seed, args.workers)
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(report, fh, indent=2, default=float)
+        write_json(args.json, json.loads(json.dumps(report, default=float)))
         print(f"wrote {args.json}")
     return 0
 
