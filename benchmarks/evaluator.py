@@ -57,16 +57,8 @@ def _check(value, goal) -> str:
 
 def accuracy(task: Task, n: int, seed: int, workers: int) -> dict:
     batch = generate(task, n, 32, seed)
-    out = {}
-    for name, images in (("clean", batch.images), ("degraded", degrade(batch.images, 0.5, 75))):
-        ev = evaluate(images, task, workers=workers)
-        s = ev.summary(n_boot=0)
-        err = ev.ground_truth_errors(batch.params)
-        out[name] = {"valid_fraction": s["valid_fraction"], "r2": s["r2"], "beta1": s["beta1"],
-                     "slope_rel_error": s["slope_rel_error"], "error": s["error"],
-                     "coarse_violations": s["coarse_violations"], "median_px": err["all"]["median_px"],
-                     "p95_px": err["all"]["p95_px"], "max_px": err["all"]["max_px"],
-                     "invalid_reasons": s["invalid_reasons"], "per_feature_px": err}
+    out = {name: rule_numbers(task, images, batch.params, workers)
+           for name, images in (("clean", batch.images), ("degraded", degrade(batch.images, 0.5, 75)))}
     out["k"] = TARGET_SLOPE[task]
     return out
 
@@ -90,7 +82,8 @@ def rule_numbers(task: Task, images, truth: dict, workers: int) -> dict:
     worst = max(RULE_FEATURES[task], key=lambda k: -1.0 if err[k]["median_px"] is None else err[k]["median_px"])
     out = {key: s[key] for key in ("valid_fraction", "r2", "beta1", "beta0", "slope_rel_error", "error",
                                    "coarse_violations", "n_valid")}
-    out.update({"median_px": err["all"]["median_px"], "worst_feature": worst,
+    out.update({"median_px": err["all"]["median_px"], "p95_px": err["all"]["p95_px"],
+                "max_px": err["all"]["max_px"], "worst_feature": worst,
                 "worst_feature_median_px": err[worst]["median_px"], "per_feature_px": err,
                 "top_invalid_reasons": list(s["invalid_reasons"].items())[:TOP_REASONS],
                 "invalid_reasons": s["invalid_reasons"]})

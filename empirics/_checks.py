@@ -5,6 +5,7 @@ A bad value raises ``ValueError`` naming the parameter, what it was and what is 
 
 from __future__ import annotations
 
+import enum
 import math
 import numbers
 
@@ -32,6 +33,18 @@ def check_real(name: str, value, lo: float = -math.inf, hi: float = math.inf) ->
     if not math.isfinite(x) or not lo <= x <= hi:
         raise ValueError(f"{name} must be a finite number in [{lo}, {hi}], got {value!r}")
     return x
+
+
+def check_choice(name: str, value, choices: type[enum.Enum]):
+    """A member of the string enum ``choices``, given as itself or as its value (case and spaces ignored)."""
+    if isinstance(value, choices):
+        return value
+    if isinstance(value, str):
+        for member in choices:
+            if value.strip().lower() == str(member.value).lower():
+                return member
+    allowed = ", ".join(repr(m.value) for m in choices)
+    raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
 
 
 def check_trim(trim) -> tuple[float, float]:

@@ -98,6 +98,7 @@ from PIL import Image
 
 # Shared with the rest of the package as data only: task names, App. C's element colour families
 # (ELEMENTS: name and HSV box of each element), the fine rule's definition and slope.
+from empirics._checks import check_choice
 from empirics.tasks import ELEMENTS, TARGET_SLOPE, Task, fine_xy
 
 __all__ = [
@@ -140,17 +141,6 @@ class Downscaler(str, enum.Enum):
 
     PIL_BILINEAR = "pil_bilinear"
     CV2_AREA = "cv2_area"
-
-    @classmethod
-    def parse(cls, value) -> Downscaler:
-        if isinstance(value, Downscaler):
-            return value
-        names = ", ".join(repr(d.value) for d in cls)
-        if isinstance(value, str):
-            for d in cls:
-                if value.strip().lower() == d.value:
-                    return d
-        raise ValueError(f"downscaler must be one of {names}, got {value!r}")
 
 
 class StripPlacement(str, enum.Enum):
@@ -524,7 +514,7 @@ def render_reference(task, n: int, size: int = 32, seed: int = 0, *, conventions
     if isinstance(size, bool) or not isinstance(size, numbers.Integral) or int(size) not in SIZES:
         raise ValueError(f"size must be one of {SIZES}, got {size!r}")
     size = int(size)
-    how = Downscaler.parse(downscaler)
+    how = check_choice("downscaler", downscaler, Downscaler)
     conv = resolve_conventions(conventions)
     if isinstance(hi_res, bool) or not isinstance(hi_res, numbers.Integral) or not (
             max(HI_RES_RANGE[0], 4 * size) <= hi_res <= HI_RES_RANGE[1]):

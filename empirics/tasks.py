@@ -73,7 +73,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from empirics._checks import check_int, check_real
+from empirics._checks import check_choice, check_int, check_real
 
 __all__ = [
     "Task", "HSVRange", "YELLOWISH", "BLUE_GREEN", "DARK", "TARGET_SLOPE", "TRAIN_SIZES", "TaskBatch",
@@ -92,11 +92,7 @@ class Task(str, enum.Enum):
 
     @classmethod
     def parse(cls, task) -> Task:
-        if isinstance(task, Task):
-            return task
-        if isinstance(task, str) and task.strip().upper() in cls.__members__:
-            return cls[task.strip().upper()]
-        raise ValueError(f"task must be one of 'A', 'B', 'C', 'D', got {task!r}")
+        return check_choice("task", task, cls)
 
 
 @dataclass(frozen=True)
