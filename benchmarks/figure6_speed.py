@@ -1,4 +1,4 @@
-"""Figure 6 training cost: exact population GD (theory.reduced) vs App. F's Monte Carlo GD, per epoch.
+"""Figure 6 training cost: exact population GD (theory.exact_gd) vs App. F's Monte Carlo GD, per epoch.
 
 App. F trains on a Monte Carlo loss of n = 1000 data x n_eps = 1000 noise draws (1e6 samples per patch),
 d = 100, m = 20, for 5000 epochs, 16 times (32 with both loss targets). This script measures, in one run:
@@ -36,9 +36,9 @@ from pathlib import Path
 import torch
 
 from theory import MultiPatchData, Uniform, ou_schedule
+from theory.exact_gd import exact_gradient_descent
 from theory.losses import MonteCarloLoss
 from theory.network import TwoLayerScore, default_init_std
-from theory.reduced import exact_gradient_descent
 from theory.train import DEFAULT_LR
 
 ACTS = ("relu", "linear", "quadratic", "cubic")

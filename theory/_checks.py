@@ -65,6 +65,42 @@ def check_alpha_beta(alpha, beta) -> tuple[float, float]:
     return check_real("alpha", alpha, positive=True), check_real("beta", beta, positive=True)
 
 
+def check_instance(name: str, value, cls: type, kinds: str = ""):
+    """``value`` is a ``cls`` (e.g. ``check_instance("data", data, MultiPatchData)``); ``kinds`` names the
+    allowed subclasses in the message."""
+    if not isinstance(value, cls):
+        got = repr(value) if value is None or isinstance(value, str | numbers.Number) else type(value).__name__
+        raise ValueError(f"{name} must be a {cls.__name__}{f' ({kinds})' if kinds else ''}, got {got}")
+    return value
+
+
+def check_per_config(name: str, values, C: int) -> np.ndarray:
+    """Reals, one per configuration: a scalar (shared by all C) or C values; a float64 array (C,)."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    try:
+        arr = np.atleast_1d(np.asarray(values, dtype=np.float64))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a scalar or a sequence of {C} reals, got {values!r}") from exc
+    if arr.ndim != 1 or arr.size not in (1, C):
+        raise ValueError(f"{name} must be a scalar or a sequence of {C} values, got shape {arr.shape}")
+    return np.broadcast_to(arr, (C,)).copy()
+
+
+def check_schedule(alphas, betas, C: int) -> tuple[np.ndarray, np.ndarray]:
+    """Schedule coefficients of C configurations (scalars or C values each), every pair checked by
+    ``check_alpha_beta``."""
+    alphas, betas = check_per_config("alphas", alphas, C), check_per_config("betas", betas, C)
+    for a, b in zip(alphas, betas):
+        check_alpha_beta(a, b)
+    return alphas, betas
+
+
+def check_zeta_order(zeta_order) -> int:
+    """Gauss nodes per panel of the quadrature in the patch coefficient c (exact ReLU loss)."""
+    return check_int("zeta_order", zeta_order, minimum=2)
+
+
 def check_choice(name: str, value, allowed) -> str:
     allowed = tuple(allowed)
     if value not in allowed:

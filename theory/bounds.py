@@ -41,30 +41,17 @@ import numpy as np
 import torch
 
 from ._checks import DTYPE, check_alpha_beta, check_real
+from .losses import Target
 from .rule import RuleError
-from .zeta import Discrete, Uniform, ZetaDistribution
+from .zeta import Discrete, Uniform, ZetaDistribution, check_zeta
 
-TARGETS = ("paper", "score")
 KINDS = ("origin", "orthogonal", "aligned", "mixed")
 
 
-def _target(target) -> str:
-    value = getattr(target, "value", target)
-    if value not in TARGETS:
-        raise ValueError(f"target must be one of {', '.join(map(repr, TARGETS))}; got {target!r}")
-    return value
-
-
-def _zeta(zeta) -> ZetaDistribution:
-    if not isinstance(zeta, ZetaDistribution):
-        raise ValueError(f"zeta must be a ZetaDistribution (Uniform, ScaledBeta, Discrete), got {zeta!r}")
-    return zeta
-
-
-def _B(beta: float, target: str) -> tuple[float, float, float]:
+def _B(beta: float, target: Target) -> tuple[float, float, float]:
     """(B, B - 1, B - 2) with B = beta * kappa: 1 + beta for eq. (2) as printed, 0 for the score target.
     The differences are formed exactly (beta, beta - 1 / -1, -2) so that no cancellation enters."""
-    if target == "paper":
+    if target is Target.PAPER:
         return 1.0 + beta, beta, beta - 1.0
     return 0.0, -1.0, -2.0
 
@@ -128,7 +115,7 @@ def _nature(in_plane, transverse, manifold: bool) -> str:
     return "degenerate"
 
 
-def _patch_points(patch: int, A: float, beta: float, target: str) -> list[StationaryPoint]:
+def _patch_points(patch: int, A: float, beta: float, target: Target) -> list[StationaryPoint]:
     """All real stationary points of one patch's loss with A = alpha^2 E[c^2] (see module docstring)."""
     B, B_minus_1, B_minus_2 = _B(beta, target)
     b2 = beta * beta
@@ -186,9 +173,9 @@ def linear_stationary_points(zeta, alpha, beta, target="paper") -> list[list[Sta
     and the initial scale, and no point is marked. Where we differ from App. E: the paper's
     stationarity equations miss a factor 2 (``derivations/ERRATA.md``), so its solutions differ.
     """
-    zeta = _zeta(zeta)
+    zeta = check_zeta(zeta)
     alpha, beta = check_alpha_beta(alpha, beta)
-    target = _target(target)
+    target = Target.parse(target)
     a2 = alpha * alpha
     return [_mark_reached(_patch_points(p, a2 * c2, beta, target))
             for p, c2 in enumerate(_patch_second_moments(zeta))]
@@ -220,7 +207,7 @@ def linear_psi_moments(zeta, alpha, beta, point1, point2) -> tuple[float, float]
     Var = alpha^2 Var(zeta) (G1 - G2)^2 + beta^2 (G1 N1 + G2 N2) (the two patches share zeta, not eps).
     ``point1``/``point2`` are ``StationaryPoint``s or (proj_sq, norm_sq) pairs with 0 <= proj_sq <= norm_sq.
     """
-    zeta = _zeta(zeta)
+    zeta = check_zeta(zeta)
     alpha, beta = check_alpha_beta(alpha, beta)
     (G1, N1), (G2, N2) = (_invariants(f"point{i + 1}", p) for i, p in enumerate((point1, point2)))
     mean = alpha * (zeta.mean * G1 + (1.0 - zeta.mean) * G2)
@@ -251,9 +238,9 @@ def linear_rule_error(zeta, alpha, beta, target="paper") -> RuleError:
     bias = alpha (B - 1) [E zeta/(A_1 + beta^2) + E(1 - zeta)/(A_2 + beta^2)] with B - 1 = beta (paper) or
     -1 (score): the printed loss over-shoots the rule, the score loss under-shoots it; neither is 0.
     """
-    zeta = _zeta(zeta)
+    zeta = check_zeta(zeta)
     alpha, beta = check_alpha_beta(alpha, beta)
-    target = _target(target)
+    target = Target.parse(target)
     p1, p2 = linear_gd_point(zeta, alpha, beta, target)
     if p1.kind == "aligned" and p2.kind == "aligned":
         A1, A2 = (alpha * alpha * c2 for c2 in _patch_second_moments(zeta))
@@ -278,7 +265,7 @@ def bayes_optimal_rule_error(alpha, beta, target="paper") -> RuleError:
     printed loss carries this error even when it is perfect.
     """
     alpha, beta = check_alpha_beta(alpha, beta)
-    if _target(target) == "score":
+    if Target.parse(target) is Target.SCORE:
         return RuleError(bias=0.0, variance=0.0, total=0.0)
     var = 2.0 * (1.0 + beta) ** 2 / beta**2
     return RuleError(bias=0.0, variance=var, total=var)
@@ -378,7 +365,7 @@ def separable_floor(zeta, alpha, beta, rtol: float = 1e-10) -> RuleError:
     Note: this is the rule error of the *loss-optimal* per-patch score, not a lower bound over all
     per-patch networks (a network with constant psi_t = alpha/beta^2 has zero rule error and a worse loss).
     """
-    zeta = _zeta(zeta)
+    zeta = check_zeta(zeta)
     alpha, beta = check_alpha_beta(alpha, beta)
     rtol = check_real("rtol", rtol, positive=True)
     sd = beta / alpha

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import check_alpha_beta, check_int, check_rng
-from .zeta import ZetaDistribution
+from ._checks import check_alpha_beta, check_instance, check_int, check_rng
+from .zeta import ZetaDistribution, check_zeta
 
 
 class MultiPatchData:
@@ -23,9 +23,7 @@ class MultiPatchData:
 
     def __init__(self, d: int, zeta: ZetaDistribution, n_patches: int = 2, u=None, v=None):
         self.d = check_int("d", d, minimum=2)
-        if not isinstance(zeta, ZetaDistribution):
-            raise ValueError(f"zeta must be a ZetaDistribution (Uniform, ScaledBeta, Discrete), got {zeta!r}")
-        self.zeta = zeta
+        self.zeta = check_zeta(zeta)
         self.n_patches = check_int("n_patches", n_patches, minimum=2)
         self.u = self._vector("u", u, 0)
         self.v = self._vector("v", v, 1)
@@ -99,3 +97,8 @@ class MultiPatchData:
     def describe(self) -> dict:
         return {"d": self.d, "n_patches": self.n_patches, "zeta": self.zeta.describe(),
                 "u": "e1" if self.u[0] == 1 else self.u.tolist(), "v": "e2" if self.v[1] == 1 else self.v.tolist()}
+
+
+def check_data(data) -> MultiPatchData:
+    """``data`` is a ``MultiPatchData`` (Def 4.1)."""
+    return check_instance("data", data, MultiPatchData)

@@ -17,7 +17,7 @@ from enum import Enum
 import torch
 
 from ._checks import DTYPE, check_alpha_beta, check_choice, check_int, resolve_device
-from .data import MultiPatchData
+from .data import MultiPatchData, check_data
 
 
 class Target(str, Enum):
@@ -29,6 +29,16 @@ class Target(str, Enum):
         if isinstance(value, Target):
             return value
         return cls(check_choice("target", value, [t.value for t in cls]))
+
+    @classmethod
+    def parse_each(cls, values, C: int) -> list[Target]:
+        """One target per configuration: one name for all C, or C names."""
+        if isinstance(values, str | Target):
+            return [cls.parse(values)] * C
+        targets = [cls.parse(t) for t in values]
+        if len(targets) != C:
+            raise ValueError(f"targets must be one name or a sequence of {C} names, got {len(targets)}")
+        return targets
 
 
 def residual_target(x_t, eps, alpha: float, beta: float, target) -> torch.Tensor:
@@ -72,9 +82,7 @@ class MonteCarloLoss:
 
     def __init__(self, data: MultiPatchData, alpha, beta, n: int = 1000, n_eps: int = 1000, target="paper",
                  seed: int = 0, dtype=torch.float64, device="auto", chunk_rows: int = 16384):
-        if not isinstance(data, MultiPatchData):
-            raise ValueError(f"data must be a MultiPatchData, got {type(data).__name__}")
-        self.data = data
+        self.data = check_data(data)
         self.alpha, self.beta = check_alpha_beta(alpha, beta)
         self.n = check_int("n", n)
         self.n_eps = check_int("n_eps", n_eps)

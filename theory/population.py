@@ -24,7 +24,7 @@ E[sigma(z_r) <w_r, eps>] = beta D_r E[sigma'(z_r)], not beta sum_s G_rs E[sigma'
 Constants E||y||^2: alpha^2 E[c^2]/beta^4 + d (1 + 1/beta)^2 ("paper") or alpha^2 E[c^2]/beta^4 ("score")
 on a rule patch; d (alpha^2/beta^4 + (1 + 1/beta)^2) or d alpha^2/beta^4 on a patch p >= 3. So the loss is
 F(G, gamma) and dL/dW = 2 S W + (dF/dgamma) f^T with S the symmetric derivative in G: GD never leaves
-span(W(0), f), the basis of the reduced coordinates of ``theory.reduced``. Gradients are written by hand in
+span(W(0), f), the basis of the span coordinates of ``theory.exact_gd``. Gradients are written by hand in
 that form.
 
 **Polynomial sigma** (linear, quadratic, cubic, any ``Activation.poly``). Isserlis' theorem makes
@@ -87,8 +87,8 @@ import numpy as np
 import torch
 from scipy import special
 
-from ._checks import DTYPE, check_alpha_beta, check_int
-from .data import MultiPatchData
+from ._checks import DTYPE, check_alpha_beta, check_instance, check_int, check_schedule, check_zeta_order
+from .data import MultiPatchData, check_data
 from .losses import Target
 from .network import Activation, TwoLayerScore, get_activation
 from .rule import RuleError
@@ -932,12 +932,13 @@ class PopulationObjective:
 
     def __init__(self, activations, data: MultiPatchData, alphas, betas, targets, device,
                  zeta_order: int = ZETA_ORDER, angle_scale: int = 1):
-        data = _check_data(data)
+        data = check_data(data)
         if isinstance(activations, str | Activation) or not len(activations):
             raise ValueError("activations must be a non-empty sequence, one activation per configuration")
         acts = [get_activation(a) for a in activations]
-        alphas, betas, targets = _check_schedule(alphas, betas, targets, len(acts))
-        zeta_order, angle_scale = _check_order(zeta_order), check_int("angle_scale", angle_scale)
+        alphas, betas = check_schedule(alphas, betas, len(acts))
+        targets = Target.parse_each(targets, len(acts))
+        zeta_order, angle_scale = check_zeta_order(zeta_order), check_int("angle_scale", angle_scale)
         self.C, self.data = len(acts), data
         self.groups = []
         poly = [i for i, a in enumerate(acts) if a.poly is not None]
@@ -1005,15 +1006,8 @@ class _ExactLoss(torch.autograd.Function):
 
 
 # ---- validation and public API ---------------------------------------------------------------------------
-def _check_data(data) -> MultiPatchData:
-    if not isinstance(data, MultiPatchData):
-        raise ValueError(f"data must be a MultiPatchData, got {type(data).__name__}")
-    return data
-
-
 def _check_net(net, data: MultiPatchData) -> TwoLayerScore:
-    if not isinstance(net, TwoLayerScore):
-        raise ValueError(f"net must be a TwoLayerScore, got {type(net).__name__}")
+    check_instance("net", net, TwoLayerScore)
     if net.joint:
         raise ValueError("net must be a per-patch TwoLayerScore (eq. (1)); the exact loss does not cover "
                          "JointTwoLayerScore, whose neurons mix patches")
@@ -1021,35 +1015,6 @@ def _check_net(net, data: MultiPatchData) -> TwoLayerScore:
         raise ValueError(f"net (d={net.d}, n_patches={net.n_patches}) does not fit data (d={data.d}, "
                          f"n_patches={data.n_patches})")
     return net
-
-
-def _check_order(zeta_order) -> int:
-    return check_int("zeta_order", zeta_order, minimum=2)
-
-
-def _check_schedule(alphas, betas, targets, C: int):
-    """alphas, betas: scalars or C values, each > 0; targets: one name or C names."""
-    def seq(name, v):
-        if isinstance(v, torch.Tensor):
-            v = v.detach().cpu().numpy()
-        try:
-            arr = np.atleast_1d(np.asarray(v, dtype=np.float64))
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{name} must be a scalar or a sequence of {C} reals, got {v!r}") from exc
-        if arr.ndim != 1 or arr.size not in (1, C):
-            raise ValueError(f"{name} must be a scalar or a sequence of {C} values, got shape {arr.shape}")
-        return np.broadcast_to(arr, (C,)).copy()
-
-    alphas, betas = seq("alphas", alphas), seq("betas", betas)
-    for a, b in zip(alphas, betas):
-        check_alpha_beta(a, b)
-    if isinstance(targets, str | Target):
-        targets = [Target.parse(targets)] * C
-    else:
-        targets = [Target.parse(t) for t in targets]
-        if len(targets) != C:
-            raise ValueError(f"targets must be one name or a sequence of {C} names, got {len(targets)}")
-    return alphas, betas, targets
 
 
 def _check_weights(W, data: MultiPatchData) -> torch.Tensor:
@@ -1081,12 +1046,13 @@ def population_loss(W, activation, data: MultiPatchData, alphas, betas, targets=
     hand-written first derivatives). ReLU accuracy knobs: ``zeta_order`` (c-quadrature nodes per panel) and
     ``angle_scale`` (multiplies the nodes of the angular integral); the defaults meet the documented bound.
     """
-    data = _check_data(data)
+    data = check_data(data)
     W = _check_weights(W, data)
     C = W.shape[0]
     acts = _activations(activation, C)
-    alphas, betas, targets = _check_schedule(alphas, betas, targets, C)
-    obj = PopulationObjective(acts, data, alphas, betas, targets, W.device, _check_order(zeta_order),
+    alphas, betas = check_schedule(alphas, betas, C)
+    targets = Target.parse_each(targets, C)
+    obj = PopulationObjective(acts, data, alphas, betas, targets, W.device, check_zeta_order(zeta_order),
                               check_int("angle_scale", angle_scale))
     return _ExactLoss.apply(W, obj, torch.as_tensor(data.features, dtype=DTYPE, device=W.device))
 
@@ -1100,7 +1066,7 @@ def expected_loss(net: TwoLayerScore, data: MultiPatchData, alpha, beta, target=
     by hand; no double backward). ``target``: "paper" (eq. (2)
     as printed) or "score" (consistent DSM), as in ``theory.losses.Target``.
     """
-    data = _check_data(data)
+    data = check_data(data)
     net = _check_net(net, data)
     alpha, beta = check_alpha_beta(alpha, beta)
     return population_loss(net.weights[None], net.activation, data, [alpha], [beta], Target.parse(target),
@@ -1110,11 +1076,11 @@ def expected_loss(net: TwoLayerScore, data: MultiPatchData, alpha, beta, target=
 def psi_moments(net: TwoLayerScore, data: MultiPatchData, alpha, beta, *,
                 zeta_order: int = ZETA_ORDER) -> tuple[float, float]:
     """Exact (E[psi_t], Var[psi_t]) of Def 4.3 over x_t (the two rule patches share zeta, not eps)."""
-    data = _check_data(data)
+    data = check_data(data)
     net = _check_net(net, data)
     alpha, beta = check_alpha_beta(alpha, beta)
     obj = PopulationObjective([net.activation], data, [alpha], [beta], [Target.PAPER], net.device,
-                              _check_order(zeta_order))
+                              check_zeta_order(zeta_order))
     with torch.no_grad():
         mean, var = obj.psi(*gram_and_projections(net.weights.detach()[None], data))
     return float(mean[0]), max(float(var[0]), 0.0)

@@ -16,8 +16,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from ._checks import DTYPE, check_alpha_beta, check_int, check_rng
-from .data import MultiPatchData
+from ._checks import DTYPE, check_alpha_beta, check_instance, check_int, check_rng
+from .data import MultiPatchData, check_data
+from .network import TwoLayerScore
 
 
 @dataclass(frozen=True)
@@ -45,12 +46,8 @@ class RuleError:
 
 
 def _check_net_data(net, data):
-    from .network import TwoLayerScore
-
-    if not isinstance(data, MultiPatchData):
-        raise ValueError(f"data must be a MultiPatchData, got {type(data).__name__}")
-    if not isinstance(net, TwoLayerScore):
-        raise ValueError(f"net must be a TwoLayerScore, got {type(net).__name__}")
+    check_data(data)
+    check_instance("net", net, TwoLayerScore)
     if net.d != data.d or net.n_patches < 2:
         raise ValueError(f"net (d={net.d}, n_patches={net.n_patches}) does not fit data (d={data.d}, 2 rule patches)")
 

@@ -20,12 +20,11 @@ import math
 import torch
 
 from ._checks import DTYPE, as_float64, check_alpha_beta, to_like
-from .data import MultiPatchData
+from .data import MultiPatchData, check_data
 
 
 def _prepare(x_t, data: MultiPatchData, alpha, beta):
-    if not isinstance(data, MultiPatchData):
-        raise ValueError(f"data must be a MultiPatchData, got {type(data).__name__}")
+    check_data(data)
     alpha, beta = check_alpha_beta(alpha, beta)
     x = as_float64("x_t", x_t)
     P, d = data.n_patches, data.d

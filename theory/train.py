@@ -15,7 +15,6 @@ our defaults are in ``TrainConfig`` and are written into every figure's JSON.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from dataclasses import dataclass, field, replace
@@ -24,12 +23,14 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ._checks import DTYPE, check_choice, check_int, check_real, resolve_device
+from ._checks import DTYPE, check_choice, check_instance, check_int, check_real, resolve_device
 from .data import MultiPatchData
+from .divergence import TrainingDiverged, diverged
+from .exact_gd import ExactGDResult, exact_gradient_descent
 from .losses import MonteCarloLoss, Target
 from .network import ACTIVATIONS, JointTwoLayerScore, TwoLayerScore, default_init_std, get_activation
 from .schedules import ou_schedule
-from .zeta import Uniform, ZetaDistribution
+from .zeta import Uniform, ZetaDistribution, check_zeta
 
 ESTIMATORS = ("mc", "exact")
 ARCHITECTURES = ("per_patch", "joint")  # eq. (1), or JointTwoLayerScore (neurons see all patches)
@@ -75,8 +76,7 @@ class TrainConfig:
         check_real("t", self.t, positive=True)
         check_int("d", self.d, minimum=2)
         check_int("m", self.m, minimum=1)
-        if not isinstance(self.zeta, ZetaDistribution):
-            raise ValueError(f"zeta must be a ZetaDistribution, got {self.zeta!r}")
+        check_zeta(self.zeta)
         Target.parse(self.target)
         check_choice("estimator", self.estimator, ESTIMATORS)
         check_int("n", self.n)
@@ -136,24 +136,11 @@ class TrainResult:
     seconds: float = 0.0
 
 
-class TrainingDiverged(RuntimeError):
-    """GD produced a non-finite or exploding loss; ``.result`` holds the last finite weights."""
-
-    def __init__(self, message: str, result: TrainResult, step: int):
-        super().__init__(message)
-        self.result = result
-        self.step = step
-
-
 def _net_from(config: TrainConfig, W: torch.Tensor) -> TwoLayerScore:
     """The trained network of ``config``'s architecture with weights W."""
     _, beta = config.alpha_beta
     cls = JointTwoLayerScore if config.architecture == "joint" else TwoLayerScore
     return cls.from_weights(W, config.activation, beta=beta, device=config.device)
-
-
-def _exploded(loss: float, first: float) -> bool:
-    return not math.isfinite(loss) or abs(loss) > 1e6 * (1.0 + abs(first))
 
 
 def _save_checkpoint(path: Path, payload: dict) -> None:
@@ -194,10 +181,11 @@ class _Run:
             self.W = state["weights"].to(self.W.device, DTYPE)
             self.hist, self.first, self.start = state["history"], state["first"], state["epoch"]
 
-    def diverged(self, message: str, step: int) -> TrainingDiverged:
+    def diverged(self, message: str, step: int, index: int) -> TrainingDiverged:
         res = TrainResult(_net_from(self.config, self.W), self.hist, self.config)
         return TrainingDiverged(f"training diverged for ({self.config.label()}) at epoch {step}: {message}; "
-                                f"lower lr (now {self.config.step_size:g}) or init_std", res, step)
+                                f"lower lr (now {self.config.step_size:g}) or init_std", step, index,
+                                res.net.weights.detach(), self.hist, res)
 
 
 def _mc_group_key(c: TrainConfig):
@@ -231,8 +219,8 @@ def _train_mc_group(configs: list[TrainConfig], progress: bool, checkpoint_dir=N
             loss = float(loss)
             r.first = loss if r.first is None else r.first
             gnorm = float(grad.norm())
-            if _exploded(loss, r.first) or not math.isfinite(gnorm):
-                raise r.diverged(f"loss={loss:.4g} (first {r.first:.4g})", k)
+            if diverged(loss, gnorm, r.first):
+                raise r.diverged(f"loss={loss:.4g} (first {r.first:.4g})", k, runs.index(r))
             if k % c0.log_every == 0 or k == c0.epochs:
                 r.hist["epoch"].append(k)
                 r.hist["loss"].append(loss)
@@ -240,7 +228,7 @@ def _train_mc_group(configs: list[TrainConfig], progress: bool, checkpoint_dir=N
             if k < c0.epochs:
                 W_new = r.W - r.config.step_size * grad
                 if not bool(torch.isfinite(W_new).all()):
-                    raise r.diverged("non-finite weights", k + 1)
+                    raise r.diverged("non-finite weights", k + 1, runs.index(r))
                 r.W = W_new
     return [TrainResult(_net_from(r.config, r.W), r.hist, r.config) for r in runs]
 
@@ -277,32 +265,40 @@ def _exact_chunks(configs: list[TrainConfig], workers: int) -> list[list[int]]:
     return chunks
 
 
-def _exact_batch(cs: list[TrainConfig], progress: bool) -> dict:
-    """Exact GD of one lock-step batch; a plain dict (picklable) of weights and histories, or the divergence."""
-    from .reduced import ExactTrainingDiverged, exact_gradient_descent
-
+def _exact_batch(cs: list[TrainConfig], progress: bool) -> ExactGDResult:
+    """Exact GD of one lock-step batch (weights on the CPU); raises ``TrainingDiverged`` as it does."""
     W0 = torch.stack([c.init_net().weights.detach() for c in cs])
     alphas, betas = zip(*(c.alpha_beta for c in cs))
+    res = exact_gradient_descent(W0, [c.activation for c in cs], cs[0].data(), list(alphas), list(betas),
+                                 [Target.parse(c.target).value for c in cs], [c.step_size for c in cs],
+                                 cs[0].epochs, log_every=cs[0].log_every, progress=progress, device=cs[0].device)
+    return replace(res, weights=res.weights.cpu())
+
+
+def _config_history(history: dict, j: int) -> dict:
+    """Configuration j's log (lists) from a batch log (``ExactGDResult.history``)."""
+    logged = bool(history["epoch"])
+    return {"epoch": list(history["epoch"]), "loss": history["loss"][j].tolist() if logged else [],
+            "grad_norm": history["grad_norm"][j].tolist() if logged else []}
+
+
+def _run_exact_batch(configs: list[TrainConfig], idx: list[int], progress: bool) -> ExactGDResult:
+    """``_exact_batch`` of ``configs[idx]``; a divergence is re-raised for the config it concerns."""
     try:
-        res = exact_gradient_descent(W0, [c.activation for c in cs], cs[0].data(), list(alphas), list(betas),
-                                     [Target.parse(c.target).value for c in cs], [c.step_size for c in cs],
-                                     cs[0].epochs, log_every=cs[0].log_every, progress=progress,
-                                     device=cs[0].device)
-    except ExactTrainingDiverged as err:
-        j, logged = err.config, bool(err.history["epoch"])
-        return {"diverged": j, "step": err.step, "message": str(err), "weights": err.weights[j].cpu(),
-                "history": {"epoch": list(err.history["epoch"]),
-                            "loss": err.history["loss"][j].tolist() if logged else [],
-                            "grad_norm": err.history["grad_norm"][j].tolist() if logged else []}}
-    return {"weights": res.weights.cpu(), "seconds": res.seconds, "epoch": list(res.history["epoch"]),
-            "loss": res.history["loss"].tolist(), "grad_norm": res.history["grad_norm"].tolist()}
+        return _exact_batch([configs[i] for i in idx], progress)
+    except TrainingDiverged as err:
+        i = idx[err.config]
+        c, hist = configs[i], _config_history(err.history, err.config)
+        partial = TrainResult(_net_from(c, err.weights[err.config].to(resolve_device(c.device))), hist, c)
+        raise TrainingDiverged(f"training diverged for ({c.label()}) at epoch {err.step}: {err}", err.step, i,
+                               partial.net.weights.detach(), hist, partial) from err
 
 
 def _train_exact(configs: list[TrainConfig], progress: bool, workers: int = 1) -> list[TrainResult]:
     """The population loss (n, n_eps -> infinity), full-batch GD in span(W(0), u, v) coordinates.
 
     Same initialisation, step size, logging and divergence rule as the Monte Carlo path; the loss is
-    ``theory.population``'s exact expectation, the GD ``theory.reduced.exact_gradient_descent``. With
+    ``theory.population``'s exact expectation, the GD ``theory.exact_gd.exact_gradient_descent``. With
     ``workers`` > 1 (CPU only) the batches run in that many processes at once, the first in this one
     (with the progress bar): the per-step cost is dominated by small tensor operations, so one
     process per core is what uses a second core.
@@ -321,31 +317,24 @@ def _train_exact(configs: list[TrainConfig], progress: bool, workers: int = 1) -
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(min(workers, len(chunks)) - 1 or 1, mp_context=mp.get_context("spawn")) as pool:
-            futures = {k: pool.submit(_exact_batch, [configs[i] for i in chunks[k]], False)
-                       for k in range(1, len(chunks))}
-            outs[0] = _exact_batch([configs[i] for i in chunks[0]], progress)
+            futures = {k: pool.submit(_run_exact_batch, configs, chunks[k], False) for k in range(1, len(chunks))}
+            outs[0] = _run_exact_batch(configs, chunks[0], progress)
             for k, fut in futures.items():
                 outs[k] = fut.result()
     else:
-        outs = [_exact_batch([configs[i] for i in idx], progress) for idx in chunks]
+        outs = [_run_exact_batch(configs, idx, progress) for idx in chunks]
     results: list[TrainResult | None] = [None] * len(configs)
     for idx, out in zip(chunks, outs):
-        if "diverged" in out:
-            c = configs[idx[out["diverged"]]]
-            partial = TrainResult(_net_from(c, out["weights"].to(resolve_device(c.device))), out["history"], c)
-            raise TrainingDiverged(f"training diverged for ({c.label()}) at epoch {out['step']}: "
-                                   f"{out['message']}", partial, out["step"])
         for j, i in enumerate(idx):
-            hist = {"epoch": list(out["epoch"]), "loss": out["loss"][j], "grad_norm": out["grad_norm"][j]}
-            W = out["weights"][j].to(resolve_device(configs[i].device))
-            results[i] = TrainResult(_net_from(configs[i], W), hist, configs[i], seconds=out["seconds"] / len(idx))
+            W = out.weights[j].to(resolve_device(configs[i].device))
+            results[i] = TrainResult(_net_from(configs[i], W), _config_history(out.history, j), configs[i],
+                                     seconds=out.seconds / len(idx))
     return results
 
 
 def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     """Gradient descent on eq. (2) from the config's small Gaussian initialisation (App. F)."""
-    if not isinstance(config, TrainConfig):
-        raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
+    check_instance("config", config, TrainConfig)
     return train_many([config], progress=progress)[0]
 
 
@@ -363,9 +352,8 @@ def train_many(configs, progress: bool = True, checkpoint_dir=None, workers: int
     configs = list(configs)
     if not configs:
         raise ValueError("configs must be a non-empty list of TrainConfig")
-    for c in configs:
-        if not isinstance(c, TrainConfig):
-            raise ValueError(f"configs must contain TrainConfig objects, got {type(c).__name__}")
+    for i, c in enumerate(configs):
+        check_instance(f"configs[{i}]", c, TrainConfig)
     results: list[TrainResult | None] = [None] * len(configs)
     exact = [i for i, c in enumerate(configs) if c.estimator == "exact"]
     if exact:
@@ -383,11 +371,6 @@ def train_many(configs, progress: bool = True, checkpoint_dir=None, workers: int
             res.seconds = per
             results[i] = res
     return results
-
-
-def with_defaults(**overrides) -> TrainConfig:
-    """A ``TrainConfig`` with App. F defaults and the given overrides."""
-    return replace(TrainConfig(), **overrides)
 
 
 __all__ = ["TrainConfig", "TrainResult", "TrainingDiverged", "train", "train_many", "ESTIMATORS",

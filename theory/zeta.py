@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from scipy import special
 
-from ._checks import DTYPE, check_int, check_real, check_rng
+from ._checks import DTYPE, check_instance, check_int, check_real, check_rng
 
 _SQRT2 = math.sqrt(2.0)
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -323,6 +323,11 @@ class Discrete(ZetaDistribution):
 
     def describe(self) -> dict:
         return {"kind": "discrete", "values": self.values.tolist(), "probs": self.probs.tolist()}
+
+
+def check_zeta(zeta) -> ZetaDistribution:
+    """``zeta`` is a ``ZetaDistribution`` (the ValueError names the kinds)."""
+    return check_instance("zeta", zeta, ZetaDistribution, "Uniform, ScaledBeta, Discrete")
 
 
 def parse_zeta(spec: str) -> ZetaDistribution:

@@ -142,3 +142,21 @@ def test_exact_estimator_refuses_the_joint_network():
 def test_workers_is_validated():
     with pytest.raises(ValueError, match="workers"):
         train_many([TrainConfig(**EXACT)], progress=False, workers=0)
+
+
+def test_one_divergence_rule_for_floats_and_tensors():
+    """theory.divergence.diverged: the same verdict on floats (Monte Carlo GD) and per config on tensors
+    (exact GD); the exception keeps its fields through pickling (train_many's worker processes)."""
+    import pickle
+
+    from theory.divergence import TrainingDiverged as Shared
+    from theory.divergence import diverged
+
+    cases = [(1.0, 2.0, 1.0, False), (2e6 + 3, 0.0, 1.0, True), (1.9e6, 0.0, 1.0, False),
+             (float("nan"), 1.0, 1.0, True), (1.0, float("inf"), 1.0, True), (-3e6, 0.0, 1.0, True)]
+    flags = diverged(*(torch.tensor([c[k] for c in cases], dtype=torch.float64) for k in range(3)))
+    assert flags.tolist() == [diverged(loss, g, first) for loss, g, first, _ in cases] == [c[3] for c in cases]
+    assert TrainingDiverged is Shared
+    err = pickle.loads(pickle.dumps(Shared("boom", 7, 2, torch.ones(2), {"epoch": [0]})))
+    assert (str(err), err.step, err.config, err.history, err.result) == ("boom", 7, 2, {"epoch": [0]}, None)
+    assert torch.equal(err.weights, torch.ones(2))

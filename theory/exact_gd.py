@@ -1,4 +1,4 @@
-"""Exact full-batch gradient descent on the population loss (eq. (2)) in reduced coordinates.
+"""Exact full-batch gradient descent on the population loss (eq. (2)) in span(W(0), f) coordinates.
 
 The population loss of eq. (1) depends on a patch's weights W (m x d) only through G = W W^T and
 gamma = W f (``theory.population``), so dL/dW = 2 S W + (dL/dgamma) f^T with S symmetric: every GD step
@@ -22,10 +22,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ._checks import DTYPE, check_choice, check_int, check_real, resolve_device
-from .data import MultiPatchData
+from ._checks import DTYPE, check_choice, check_int, check_real, check_schedule, check_zeta_order, resolve_device
+from .data import MultiPatchData, check_data
+from .divergence import TrainingDiverged, diverged
+from .losses import Target
 from .network import get_activation
-from .population import ZETA_ORDER, PopulationObjective, _check_order, _check_schedule, gram_and_projections
+from .population import ZETA_ORDER, PopulationObjective, gram_and_projections, population_loss
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,7 @@ def span_basis(W0, data: MultiPatchData, rtol: float = 1e-13) -> SpanBasis:
     Directions of W0 orthogonal to f with singular value below ``rtol`` times the largest are dropped (the
     rank is then deficient and zero rows pad the basis); W0 = A0 B is checked to 1e-10 relative.
     """
-    if not isinstance(data, MultiPatchData):
-        raise ValueError(f"data must be a MultiPatchData, got {type(data).__name__}")
+    check_data(data)
     rtol = check_real("rtol", rtol, positive=True)
     W0 = torch.as_tensor(W0)
     if W0.dtype != DTYPE:
@@ -76,18 +77,6 @@ def span_basis(W0, data: MultiPatchData, rtol: float = 1e-13) -> SpanBasis:
     if err > 1e-10 * max(scale, 1e-300):
         raise ValueError(f"W0 is not represented in its span basis (error {err:.2e}): lower rtol")
     return SpanBasis(B, A0)
-
-
-class ExactTrainingDiverged(RuntimeError):
-    """GD on the exact loss produced a non-finite or exploding loss.
-
-    ``config``: index of the first diverging configuration; ``step``: its epoch; ``weights``: the last
-    weights (C, P, m, d) of all configurations whose losses were all finite; ``history``: the log so far.
-    """
-
-    def __init__(self, message: str, config: int, step: int, weights: torch.Tensor, history: dict):
-        super().__init__(message)
-        self.config, self.step, self.weights, self.history = config, step, weights, history
 
 
 @dataclass
@@ -147,13 +136,12 @@ def exact_gradient_descent(W0, activation, data: MultiPatchData, alphas, betas, 
     ``theory.train``. ``reduced=False`` runs the same GD on the d-dimensional weights (a reference for tests).
     ``num_threads``: torch threads during the loop (restored after; None leaves them alone).
 
-    Divergence (a non-finite loss or gradient, or a loss above 1e6 (1 + |initial loss|), the rule of
-    ``theory.train``): ``on_divergence="raise"`` raises ``ExactTrainingDiverged`` naming the first such config
-    and its epoch, carrying the last weights at which every loss was finite; ``"freeze"`` keeps that config
+    Divergence (``theory.divergence.diverged``, the rule of Monte Carlo GD too): ``on_divergence="raise"``
+    raises ``TrainingDiverged`` naming the first such config (``.config``) and its epoch (``.step``),
+    carrying the last weights (C, P, m, d) at which every loss was finite (``.weights``); ``"freeze"`` keeps that config
     at its last finite weights, records it in ``result.diverged`` and continues with the others.
     """
-    if not isinstance(data, MultiPatchData):
-        raise ValueError(f"data must be a MultiPatchData, got {type(data).__name__}")
+    check_data(data)
     dev = resolve_device(device)
     if not isinstance(W0, torch.Tensor):
         try:
@@ -171,14 +159,15 @@ def exact_gradient_descent(W0, activation, data: MultiPatchData, alphas, betas, 
         n = np.atleast_1d(np.asarray(a)).size
         W0 = W0.expand(n, -1, -1, -1).clone()
     C = W0.shape[0]
-    alphas, betas, targets = _check_schedule(alphas, betas, target, C)
+    alphas, betas = check_schedule(alphas, betas, C)
+    targets = Target.parse_each(target, C)
     acts = _per_config("activation", activation, C, get_activation)
     lrs = torch.tensor(_per_config("lr", lr, C, lambda v: check_real("lr", v, positive=True)), dtype=DTYPE,
                        device=dev)
     epochs = check_int("epochs", epochs, minimum=0)
     log_every = check_int("log_every", log_every)
     check_choice("on_divergence", on_divergence, ("raise", "freeze"))
-    zeta_order = _check_order(zeta_order)
+    zeta_order = check_zeta_order(zeta_order)
     if num_threads is not None:
         num_threads = check_int("num_threads", num_threads)
 
@@ -205,7 +194,7 @@ def exact_gradient_descent(W0, activation, data: MultiPatchData, alphas, betas, 
 
         history = {"epoch": [], "loss": [], "grad_norm": []}
         active = torch.ones(C, dtype=torch.bool, device=dev)
-        diverged: dict[int, int] = {}
+        frozen: dict[int, int] = {}
         first, prev, step_lr = None, X, lrs
         bar = None
         if progress:
@@ -216,20 +205,20 @@ def exact_gradient_descent(W0, activation, data: MultiPatchData, alphas, betas, 
             L, grad = loss_and_grad(X)
             gnorm = grad.flatten(1).norm(dim=1)  # non-finite whenever the gradient is
             first = L if first is None else first
-            bad = ~torch.isfinite(L + gnorm) | (L.abs() > 1e6 * (1 + first.abs()))
+            bad = diverged(L, gnorm, first)
             if bool((bad & active).any()):
                 bad = bad & active
                 i = int(bad.nonzero()[0])
                 if on_divergence == "raise":
                     if bar is not None:
                         bar.close()
-                    raise ExactTrainingDiverged(
+                    raise TrainingDiverged(
                         f"exact GD diverged for config {i} ({acts[i].name}, alpha={alphas[i]:.4g}, "
                         f"beta={betas[i]:.4g}, target={targets[i].value}, lr={float(lrs[i]):g}) "
                         f"at epoch {k}: loss={float(L[i]):.4g} (initial {float(first[i]):.4g}); lower lr or "
-                        "the init scale", i, k, full(prev), _pack(history))
+                        "the init scale", k, i, full(prev), _pack(history))
                 for j in bad.nonzero().flatten().tolist():
-                    diverged[j] = k
+                    frozen[j] = k
                 X[bad] = prev[bad]
                 active &= ~bad
                 step_lr = lrs * active
@@ -239,20 +228,18 @@ def exact_gradient_descent(W0, activation, data: MultiPatchData, alphas, betas, 
                 history["grad_norm"].append(torch.where(active, gnorm, torch.nan))
             if k < epochs:
                 prev = X  # X is replaced, never modified in place, below
-                if diverged:
+                if frozen:
                     grad = torch.where(active[:, None, None, None], grad, 0.0)
                 X = X - step_lr[:, None, None, None] * grad
                 if bar is not None:
                     bar.update(1)
         if bar is not None:
             bar.close()
-        return ExactGDResult(full(X).clone(), _pack(history), time.perf_counter() - t0, diverged)
+        return ExactGDResult(full(X).clone(), _pack(history), time.perf_counter() - t0, frozen)
 
 
 def stationarity(W, activation, data: MultiPatchData, alpha, beta, target="paper") -> float:
     """||dL/dW|| of the exact loss at W (P, m, d) in d dimensions: what GD drives to zero."""
-    from .population import population_loss
-
     W = torch.as_tensor(W, dtype=DTYPE).detach().clone().requires_grad_(True)
     if W.ndim != 3:
         raise ValueError(f"W must have shape (P, m, d), got {tuple(W.shape)}")
@@ -260,5 +247,4 @@ def stationarity(W, activation, data: MultiPatchData, alpha, beta, target="paper
     return float(g.norm())
 
 
-__all__ = ["exact_gradient_descent", "ExactGDResult", "ExactTrainingDiverged", "SpanBasis", "span_basis",
-           "stationarity"]
+__all__ = ["exact_gradient_descent", "ExactGDResult", "TrainingDiverged", "SpanBasis", "span_basis", "stationarity"]

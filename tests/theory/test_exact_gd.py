@@ -1,12 +1,12 @@
-"""theory.reduced: exact full-batch GD (App. F, population loss) in span(W(0), f) coordinates."""
+"""theory.exact_gd: exact full-batch GD (App. F, population loss) in span(W(0), f) coordinates."""
 
 import pytest
 import torch
 
 from theory import MultiPatchData, ScaledBeta, Uniform, ou_schedule
+from theory.exact_gd import TrainingDiverged, exact_gradient_descent, span_basis, stationarity
 from theory.network import TwoLayerScore, default_init_std
 from theory.population import population_loss
-from theory.reduced import ExactTrainingDiverged, exact_gradient_descent, span_basis, stationarity
 
 ACTS = ["relu", "linear", "quadratic", "cubic"]
 
@@ -118,7 +118,7 @@ def test_divergence_raises_with_the_last_finite_weights():
     data = MultiPatchData(6, Uniform(0.2, 0.8))
     W0 = _init(2, 2, 3, 6, 1.0)
     a, b = ou_schedule(0.2)
-    with pytest.raises(ExactTrainingDiverged, match=r"config 1 \(cubic.*at epoch") as info:
+    with pytest.raises(TrainingDiverged, match=r"config 1 \(cubic.*at epoch") as info:
         exact_gradient_descent(W0, ["linear", "cubic"], data, [a, a], [b, b], "paper", [1e-3, 50.0],
                                epochs=50)
     err = info.value
