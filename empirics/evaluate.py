@@ -135,8 +135,11 @@ BACKGROUND_MIN = 0.6         # a background (median colour) darker than this in 
 BACKGROUND_WHITE = 0.96      # a background at least this bright in every channel counts as white as it is
 STRONG_INK = 0.6            # unlabelled pixels with this much ink far from every element: unexpected object
 BORDER_COVERAGE = 0.5       # an element whose coverage on a border pixel exceeds this is cut by the border
+PURE_INK_ANGLE = 0.02      # thin elements: a pixel next to another element whose ink is this close to the
+                            # element's own colour direction (sin of the angle) holds no other ink
 PURE_FRACTION = 0.97        # thin elements: luma level = median of pixels with >= 97 % of the peak luma ink
 RESTORE_WINDOW = 3          # window of the chroma restoration in the relaxed second pass
+POLE_RIM = 0.02             # Task A by shape: a column holds the pole's rim if its ink is >= this x the pole's peak
 MAX_SHADOW_THICKNESS = 0.2  # Task A: a "shadow" thicker than this fraction of the image is not a strip
 SHARP_EDGE = 0.45           # disc edge width (px, erf scale) up to which an image counts as unblurred
 BLURRED_RIM = 1.4           # Task C: partial pixels per perimeter px above which a disc edge is blurred
@@ -611,6 +614,32 @@ def _merge_rims(chunk: _Chunk, i: int) -> None:
                     break
 
 
+def _adopt_small_parts(chunk: _Chunk, i: int, labelled: np.ndarray, best: np.ndarray) -> None:
+    """An element of image i with no component of ``min_px`` pixels takes its largest smaller one if
+    that touches another element of its group (a shadow that shows one pixel beside its pole's foot):
+    specks are ignored only where they stand alone."""
+    masks, elements = chunk.masks, chunk.spec.elements
+    for f, mask in enumerate(masks):
+        if mask.count[i] != 0:
+            continue
+        mates = [g for g, e in enumerate(elements)
+                 if g != f and e.group == elements[f].group and masks[g].primary[i] > 0]
+        if not mates:
+            continue
+        near = _dilate(np.any([masks[g].hard[i] for g in mates], axis=0)[None], 1)[0]
+        own = (mask.comp_image == i) & (mask.comp_area < chunk.min_px)
+        touching = [(a, c) for a, c in zip(mask.comp_area[own], mask.comp_label[own])
+                    if (near & (mask.labels[i] == c)).any()]
+        if not touching:
+            continue
+        label = max(touching)[1]
+        mask.primary[i], mask.count[i] = label, 1
+        mask.hard[i] = mask.labels[i] == label
+        others = _dilate((labelled[i] & (best[i] != f))[None], 1)
+        col, col_full = _element_colour(chunk.ink[i:i + 1], mask.hard[i:i + 1], others, chunk.radius, both=True)
+        mask.colour[i], mask.colour_full[i] = col[0], col_full[0]
+
+
 MIN_COLOUR_ANGLE_SIN = 0.35  # touching elements are unmixed jointly if their inks differ by > ~20 degrees
 
 
@@ -725,6 +754,13 @@ def _element_colour(ink: np.ndarray, hard: np.ndarray, near_others: np.ndarray, 
     luma = ink @ LUMA
     interior = cand & _erode(hard)
     has = interior.any((1, 2))
+    # A thin element's fully covered pixels may all touch another element (a short shadow strip
+    # under a pole's foot): those whose ink has the element's own colour (no second ink in them)
+    # may give its level too.
+    along = np.einsum("nyxc,nc->nyx", ink, direction.astype(np.float32))
+    off = np.linalg.norm(ink - along[..., None] * direction[:, None, None, :].astype(np.float32), axis=-1)
+    pure = hard & near_others & (off <= PURE_INK_ANGLE * np.maximum(along, 1e-6))
+    thin_cand = cand | (pure & ~has[:, None, None])
 
     def level_of(values):
         level = np.zeros(len(values))
@@ -732,7 +768,7 @@ def _element_colour(ink: np.ndarray, hard: np.ndarray, near_others: np.ndarray, 
             level[has] = _masked_median(values[has], interior[has], level[has])
         thin = ~has
         if thin.any():
-            v, c = values[thin], cand[thin]
+            v, c = values[thin], thin_cand[thin]
             peak = np.where(c, v, 0).max((1, 2))
             level[thin] = _masked_median(v, c & (v >= PURE_FRACTION * peak[:, None, None]), peak)
         return level
@@ -779,6 +815,8 @@ def _label(chunk: _Chunk, tol: dict, restore: int = 0) -> None:
         chunk.masks.append(_ColourMask(img, area, ids, lab, prim, cnt, hard, col, col_full))
     for i in np.flatnonzero(np.any([m.count > 1 for m in chunk.masks], axis=0)):
         _merge_rims(chunk, i)
+    for i in np.flatnonzero(np.any([m.count == 0 for m in chunk.masks], axis=0)):
+        _adopt_small_parts(chunk, i, labelled, best)
     chunk.labelled = labelled
     chunk.blank = chunk.inkmag.reshape(n, -1).max(1) < BLANK_INK
     for i in np.flatnonzero(chunk.blank):
@@ -1011,8 +1049,12 @@ def _task_a_by_shape(rgb: np.ndarray) -> tuple[dict | None, Reason | None]:
     top = yc - rows_p.sum() / width
     band_cols = obj[b0:y_bot + 1].any(0)
     side = np.sign(np.mean(np.flatnonzero(band_cols)) + 0.5 - pole_x) or 1.0
-    edge = pole_x + side * (width / 2 + 1.0)
-    x0 = math.ceil(edge) if side > 0 else math.floor(edge)
+    # The shadow is measured beyond the pole's rim: the columns where the pole's own cross-section
+    # (the median over its rows, so a strip's row above the band does not count) has ink.
+    inside = (rows_idx[:, 0] >= math.ceil(top)) & (rows_idx[:, 0] < yc)
+    section = np.median(a_pole[inside], axis=0) if inside.any() else cols_p
+    rim = np.flatnonzero(section >= POLE_RIM * section.max())
+    x0 = int(rim[-1]) + 1 if side > 0 else int(rim[0])
     beyond = (pos[None, :] - x0) * side > 0
     sh_region = grown & beyond & (rows_idx >= yc)
     # The shadow's colour may also use its pixels right next to the pole (not its geometry).
@@ -1054,7 +1096,7 @@ def _task_a_by_shape(rgb: np.ndarray) -> tuple[dict | None, Reason | None]:
     f["h1"] = top - f["sun_y"]
     f["l2"] = abs(shadow_end - pole_x)
     if (not all(np.isfinite(v) and -0.5 * S < v < 1.5 * S for v in f.values())
-            or not (width > 0.5 * S / 32 and length > 0.25 * S / 32)
+            or not (width > 0.5 * S / 32 and f["l2"] > width / 2)
             or not 0 < thickness <= MAX_SHADOW_THICKNESS * S
             or f["h2"] <= 0):
         return None, Reason(Problem.DEGENERATE)
