@@ -200,7 +200,7 @@ def test_relu_pair_expectations_match_quadrature_reference(zeta):
     data = MultiPatchData(3, zeta)
     alpha, beta = ou_schedule(0.1)
     obj = PopulationObjective(["relu"], data, [alpha], [beta], ["paper"], torch.device("cpu"))
-    ev = obj.groups[0][1]
+    ev = obj.relu_evaluator
     f = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
     ref_nodes = []
     for p in range(2):
@@ -223,12 +223,12 @@ def test_relu_pair_expectations_match_quadrature_reference(zeta):
                 v = sign * (math.cos(omega) * u + math.sin(omega) * w)
                 W = torch.tensor(np.stack([1.3 * u, 0.7 * v]))[None, None].expand(1, 2, 2, 3)
                 G = W @ W.transpose(-1, -2)
-                st_ = ev._rule(G, W @ f, partials=False)
+                U = ev.pair_expectations(G, W @ f)
                 rho = float(u @ v)
                 A, B = alpha / beta * u[0], alpha / beta * v[0]
                 for p in range(2):
                     ref = _relu_pair_reference(A, B, rho, *ref_nodes[p])
-                    worst = max(worst, abs(float(st_["U"][0, p, 0]) - ref))
+                    worst = max(worst, abs(float(U[0, p, 0]) - ref))
     assert worst < 1e-12
 
 
@@ -256,7 +256,7 @@ def test_relu_quadrature_is_converged_at_default_orders(t):
     for kw in ({}, {"zeta_order": 128, "angle_scale": 4}):
         obj = PopulationObjective(["relu"] * 3, data, [alpha] * 3, [beta] * 3, ["score"] * 3, W.device, **kw)
         L, S, g = obj.value_and_grad(*gram_and_projections(W, data))
-        out.append((L - obj.groups[0][1].sched.constants(2).sum(-1), S, g))
+        out.append((L - obj.constant_terms(), S, g))
     (v0, S0, g0), (v1, S1, g1) = out
     assert torch.allclose(v0, v1, rtol=1e-11, atol=0)
     assert torch.allclose(S0, S1, rtol=1e-10, atol=1e-11 * float(S1.abs().max()))
@@ -337,15 +337,15 @@ def _relu_net_with_every_angular_rule(d=12, m=14, C=3, seed=5):
 def test_relu_kernel_is_the_same_in_numpy_and_torch(zeta):
     """value_and_grad runs the ReLU kernel in numpy on the CPU and in torch on other devices: both array
     backends give the same losses, S and dL/dgamma (to rounding), with pairs in every angular bucket."""
-    from theory.population import _NUMPY_OPS, _TORCH_OPS
+    from theory.population.ops import NUMPY_OPS, TORCH_OPS
 
     data = MultiPatchData(12, zeta)
     alphas, betas = zip(*(ou_schedule(t) for t in (0.02, 0.3, 1.5)))
     obj = PopulationObjective(["relu"] * 3, data, alphas, betas, ["paper", "score", "paper"], torch.device("cpu"))
-    ev = obj.groups[0][1]
+    ev = obj.relu_evaluator
     G, gamma = gram_and_projections(_relu_net_with_every_angular_rule(), data)
-    out_np = ev._rule_value_and_grad(G.numpy(), gamma.numpy(), _NUMPY_OPS)
-    out_torch = ev._rule_value_and_grad(G, gamma, _TORCH_OPS)
+    out_np = ev.rule_patch_losses(G.numpy(), gamma.numpy(), NUMPY_OPS)
+    out_torch = ev.rule_patch_losses(G, gamma, TORCH_OPS)
     for a, b in zip(out_np, out_torch):
         torch.testing.assert_close(torch.from_numpy(a), b, rtol=0, atol=1e-14 * float(b.abs().max()))
 
