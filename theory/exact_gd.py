@@ -123,26 +123,8 @@ class _Threads:
             torch.set_num_threads(self.old)
 
 
-def exact_gradient_descent(W0, activation, data: MultiPatchData, alphas, betas, target, lr,
-                           epochs: int = 5000, *, log_every: int = 10, progress: bool = False,
-                           on_divergence: str = "raise", reduced: bool = True, device="auto",
-                           zeta_order: int = ZETA_ORDER, num_threads: int | None = 1) -> ExactGDResult:
-    """Full-batch GD (App. F) on the exact population loss of eq. (2) for C configurations in lock step.
-
-    ``W0``: initial weights (C, P, m, d), or (P, m, d) shared by all configs. ``activation``, ``target``
-    ("paper"/"score") and ``lr``: one value or one per config. ``alphas``, ``betas``: the schedule per config
-    (e.g. ``ou_schedule(t)``); C is W0's leading size, or their length when W0 is 3-D. ``epochs`` updates are
-    made; the loss and gradient norm of W_k are logged at k % log_every == 0 and at k = epochs, as in
-    ``theory.train``. ``reduced=False`` runs the same GD on the d-dimensional weights (a reference for tests).
-    ``num_threads``: torch threads during the loop (restored after; None leaves them alone).
-
-    Divergence (``theory.divergence.diverged``, the rule of Monte Carlo GD too): ``on_divergence="raise"``
-    raises ``TrainingDiverged`` naming the first such config (``.config``) and its epoch (``.step``),
-    carrying the last weights (C, P, m, d) at which every loss was finite (``.weights``); ``"freeze"`` keeps that config
-    at its last finite weights, records it in ``result.diverged`` and continues with the others.
-    """
-    check_data(data)
-    dev = resolve_device(device)
+def _initial_weights(W0, data: MultiPatchData, alphas, dev) -> torch.Tensor:
+    """W0 as float64 (C, P, m, d) on ``dev``; a 3-D W0 is shared by the len(alphas) configs."""
     if not isinstance(W0, torch.Tensor):
         try:
             W0 = torch.as_tensor(np.asarray(W0, dtype=np.float64))
@@ -158,6 +140,93 @@ def exact_gradient_descent(W0, activation, data: MultiPatchData, alphas, betas, 
         a = alphas.detach().cpu() if isinstance(alphas, torch.Tensor) else alphas
         n = np.atleast_1d(np.asarray(a)).size
         W0 = W0.expand(n, -1, -1, -1).clone()
+    return W0
+
+
+class _Coordinates:
+    """The coordinates GD runs in: span coordinates A (W = A B, ``reduced``) or the weights W themselves."""
+
+    def __init__(self, objective: PopulationObjective, data: MultiPatchData, W0: torch.Tensor, reduced: bool):
+        self.objective, self.data = objective, data
+        self.feats = torch.as_tensor(data.features, dtype=DTYPE, device=W0.device)
+        self.span = span_basis(W0, data) if reduced else None
+        self.start = self.span.coords.clone() if reduced else W0.clone()
+
+    def loss_and_grad(self, X):
+        """(C,) losses and dL/dX by the hand-written gradient dL/dW = 2 S W + dL/dgamma f^T."""
+        if self.span is not None:  # row 0 of a rule patch's basis is its feature: gamma = A e_1
+            L, S, g_gamma = self.objective.value_and_grad(X @ X.transpose(-1, -2), X[:, :2, :, 0])
+            grad = 2 * S @ X
+            grad[:, :2, :, 0] += g_gamma
+        else:
+            L, S, g_gamma = self.objective.value_and_grad(*gram_and_projections(X, self.data))
+            grad = 2 * S @ X
+            grad[:, :2] += g_gamma[..., None] * self.feats[None, :, None, :]
+        return L, grad
+
+    def full(self, X):
+        """Weights in d dimensions."""
+        return self.span.to_full(X) if self.span is not None else X
+
+
+def _descend(coords: _Coordinates, lrs, epochs: int, log_every: int, on_divergence: str, describe, bar):
+    """The GD loop: (last X, history, {frozen config: epoch}); ``describe(i, k, L, first)`` words a divergence."""
+    X = coords.start
+    C = X.shape[0]
+    history = {"epoch": [], "loss": [], "grad_norm": []}
+    active = torch.ones(C, dtype=torch.bool, device=X.device)
+    frozen: dict[int, int] = {}
+    first, prev, step_lr = None, X, lrs
+    for k in range(epochs + 1):
+        L, grad = coords.loss_and_grad(X)
+        gnorm = grad.flatten(1).norm(dim=1)  # non-finite whenever the gradient is
+        first = L if first is None else first
+        bad = diverged(L, gnorm, first)
+        if bool((bad & active).any()):
+            bad = bad & active
+            i = int(bad.nonzero()[0])
+            if on_divergence == "raise":
+                raise TrainingDiverged(describe(i, k, L, first), k, i, coords.full(prev), _pack(history))
+            for j in bad.nonzero().flatten().tolist():
+                frozen[j] = k
+            X[bad] = prev[bad]
+            active &= ~bad
+            step_lr = lrs * active
+        if k % log_every == 0 or k == epochs:
+            history["epoch"].append(k)
+            history["loss"].append(torch.where(active, L, torch.nan))
+            history["grad_norm"].append(torch.where(active, gnorm, torch.nan))
+        if k < epochs:
+            prev = X  # X is replaced, never modified in place, below
+            if frozen:
+                grad = torch.where(active[:, None, None, None], grad, 0.0)
+            X = X - step_lr[:, None, None, None] * grad
+            if bar is not None:
+                bar.update(1)
+    return X, history, frozen
+
+
+def exact_gradient_descent(W0, activation, data: MultiPatchData, alphas, betas, target, lr,
+                           epochs: int = 5000, *, log_every: int = 10, progress: bool = False,
+                           on_divergence: str = "raise", reduced: bool = True, device="auto",
+                           zeta_order: int = ZETA_ORDER, num_threads: int | None = 1) -> ExactGDResult:
+    """Full-batch GD (App. F) on the exact population loss of eq. (2) for C configurations in lock step.
+
+    ``W0``: initial weights (C, P, m, d), or (P, m, d) shared by all configs. ``activation``, ``target``
+    ("paper"/"score") and ``lr``: one value or one per config. ``alphas``, ``betas``: the schedule per config
+    (e.g. ``ou_schedule(t)``); C is W0's leading size, or their length when W0 is 3-D. ``epochs`` updates are
+    made; the loss and gradient norm of W_k are logged at k % log_every == 0 and at k = epochs, as in
+    ``theory.train``. ``reduced=False`` runs the same GD on the d-dimensional weights (a reference for tests).
+    ``num_threads``: torch threads during the loop (restored after; None leaves them alone).
+
+    Divergence (``theory.divergence.diverged``, the rule of Monte Carlo GD too): ``on_divergence="raise"``
+    raises ``TrainingDiverged`` naming the first such config (``.config``) and its epoch (``.step``),
+    carrying the last weights (C, P, m, d) at which every loss was finite (``.weights``); ``"freeze"`` keeps
+    that config at its last finite weights, records it in ``result.diverged`` and continues with the others.
+    """
+    check_data(data)
+    dev = resolve_device(device)
+    W0 = _initial_weights(W0, data, alphas, dev)
     C = W0.shape[0]
     alphas, betas = check_schedule(alphas, betas, C)
     targets = Target.parse_each(target, C)
@@ -171,71 +240,26 @@ def exact_gradient_descent(W0, activation, data: MultiPatchData, alphas, betas, 
     if num_threads is not None:
         num_threads = check_int("num_threads", num_threads)
 
+    def describe(i, k, L, first):
+        return (f"exact GD diverged for config {i} ({acts[i].name}, alpha={alphas[i]:.4g}, beta={betas[i]:.4g}, "
+                f"target={targets[i].value}, lr={float(lrs[i]):g}) at epoch {k}: loss={float(L[i]):.4g} "
+                f"(initial {float(first[i]):.4g}); lower lr or the init scale")
+
     with _Threads(num_threads), torch.inference_mode():
         t0 = time.perf_counter()
         objective = PopulationObjective(acts, data, alphas, betas, targets, dev, zeta_order)
-        feats = torch.as_tensor(data.features, dtype=DTYPE, device=dev)
-        span = span_basis(W0, data) if reduced else None
-        X = span.coords.clone() if reduced else W0.clone()
-
-        def loss_and_grad(X):
-            if reduced:  # row 0 of a rule patch's basis is its feature: gamma = A e_1
-                L, S, g_gamma = objective.value_and_grad(X @ X.transpose(-1, -2), X[:, :2, :, 0])
-                grad = 2 * S @ X
-                grad[:, :2, :, 0] += g_gamma
-            else:
-                L, S, g_gamma = objective.value_and_grad(*gram_and_projections(X, data))
-                grad = 2 * S @ X
-                grad[:, :2] += g_gamma[..., None] * feats[None, :, None, :]
-            return L, grad
-
-        def full(A):
-            return span.to_full(A) if reduced else A
-
-        history = {"epoch": [], "loss": [], "grad_norm": []}
-        active = torch.ones(C, dtype=torch.bool, device=dev)
-        frozen: dict[int, int] = {}
-        first, prev, step_lr = None, X, lrs
+        coords = _Coordinates(objective, data, W0, reduced)
         bar = None
         if progress:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=epochs, desc=f"exact GD ({C} configs)", leave=False)
-        for k in range(epochs + 1):
-            L, grad = loss_and_grad(X)
-            gnorm = grad.flatten(1).norm(dim=1)  # non-finite whenever the gradient is
-            first = L if first is None else first
-            bad = diverged(L, gnorm, first)
-            if bool((bad & active).any()):
-                bad = bad & active
-                i = int(bad.nonzero()[0])
-                if on_divergence == "raise":
-                    if bar is not None:
-                        bar.close()
-                    raise TrainingDiverged(
-                        f"exact GD diverged for config {i} ({acts[i].name}, alpha={alphas[i]:.4g}, "
-                        f"beta={betas[i]:.4g}, target={targets[i].value}, lr={float(lrs[i]):g}) "
-                        f"at epoch {k}: loss={float(L[i]):.4g} (initial {float(first[i]):.4g}); lower lr or "
-                        "the init scale", k, i, full(prev), _pack(history))
-                for j in bad.nonzero().flatten().tolist():
-                    frozen[j] = k
-                X[bad] = prev[bad]
-                active &= ~bad
-                step_lr = lrs * active
-            if k % log_every == 0 or k == epochs:
-                history["epoch"].append(k)
-                history["loss"].append(torch.where(active, L, torch.nan))
-                history["grad_norm"].append(torch.where(active, gnorm, torch.nan))
-            if k < epochs:
-                prev = X  # X is replaced, never modified in place, below
-                if frozen:
-                    grad = torch.where(active[:, None, None, None], grad, 0.0)
-                X = X - step_lr[:, None, None, None] * grad
-                if bar is not None:
-                    bar.update(1)
-        if bar is not None:
-            bar.close()
-        return ExactGDResult(full(X).clone(), _pack(history), time.perf_counter() - t0, frozen)
+        try:
+            X, history, frozen = _descend(coords, lrs, epochs, log_every, on_divergence, describe, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+        return ExactGDResult(coords.full(X).clone(), _pack(history), time.perf_counter() - t0, frozen)
 
 
 def stationarity(W, activation, data: MultiPatchData, alpha, beta, target="paper") -> float:
