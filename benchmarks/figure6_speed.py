@@ -15,8 +15,14 @@ d = 100, m = 20, for 5000 epochs, 16 times (32 with both loss targets). This scr
   subprocess, and its peak memory: the largest sum of the resident sets of the command and its worker
   processes, sampled every 50 ms from /proc.
 
+With ``--baseline PATH`` (a checkout of another version of the package, e.g. ``git worktree add PATH REV``)
+it compares the exact path of the two versions instead: ``--repeats`` rounds, each timing both versions in
+fresh subprocesses (``PYTHONPATH`` set to each tree) in alternating order, so that a shared, noisy CPU loads
+both alike; it prints the ratio this tree / baseline per measurement (median and range over the rounds).
+
 The CPU may be shared: the load average is printed with the numbers. Run:
 ``python benchmarks/figure6_speed.py [--trainings] [--figure6] [--skip-mc] [--json out.json]``
+``python benchmarks/figure6_speed.py --baseline PATH [--repeats 5] [--exact-epochs 300]``
 (``make bench`` runs it with ``--figure6``).
 """
 
@@ -27,6 +33,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,11 +42,16 @@ from pathlib import Path
 
 import torch
 
+import theory
 from theory import MultiPatchData, Uniform, ou_schedule
-from theory.exact_gd import exact_gradient_descent
 from theory.losses import MonteCarloLoss
 from theory.network import TwoLayerScore, default_init_std
 from theory.train import DEFAULT_LR
+
+try:
+    from theory.exact_gd import exact_gradient_descent
+except ImportError:  # a --baseline tree from before the module was named exact_gd
+    from theory.reduced import exact_gradient_descent
 
 ACTS = ("relu", "linear", "quadratic", "cubic")
 TIMES = (0.2, 0.4, 0.6, 0.8)
@@ -133,6 +145,44 @@ def mc_per_epoch(dtype, epochs: int, data: MultiPatchData) -> dict:
     return out
 
 
+def exact_timings(epochs: int) -> dict:
+    """Per-epoch seconds of the exact path: one net per activation, and the 32 Figure 6 configs batched."""
+    data = MultiPatchData(D, Uniform(0.2, 0.8))
+    out = {act: exact_per_epoch(act, epochs, data) for act in ACTS}
+    W0, acts, alphas, betas, targets, lrs = figure6_configs()
+    res = exact_gradient_descent(W0, acts, data, alphas, betas, targets, lrs, epochs=epochs, log_every=epochs,
+                                 on_divergence="freeze")
+    out["figure6_batch"] = res.seconds / (epochs + 1)
+    return out
+
+
+def compare_with_baseline(baseline: str, repeats: int, epochs: int) -> dict:
+    """``exact_timings`` of this tree and of ``baseline``, in fresh subprocesses, alternating order."""
+    trees = {"this": str(Path(__file__).resolve().parents[1]), "baseline": str(Path(baseline).resolve())}
+    runs: dict = {name: [] for name in trees}
+    for r in range(repeats):
+        for name in (("this", "baseline") if r % 2 == 0 else ("baseline", "this")):
+            with tempfile.TemporaryDirectory() as tmp:
+                out = Path(tmp) / "t.json"
+                env = {**os.environ, "PYTHONPATH": trees[name]}
+                subprocess.run([sys.executable, __file__, "--exact-only", "--exact-epochs", str(epochs),
+                                "--json", str(out)], env=env, check=True, cwd=trees[name])
+                got = json.loads(out.read_text())
+            if not got["theory"].startswith(trees[name]):
+                raise RuntimeError(f"{name}: imported theory from {got['theory']}, not {trees[name]}")
+            runs[name].append(got["exact"])
+            print(f"round {r + 1}/{repeats} {name:8s}: " + ", ".join(
+                f"{k} {v * 1e3:.3f}" for k, v in got["exact"].items()) + " ms/epoch", flush=True)
+    report = {"trees": trees, "repeats": repeats, "epochs": epochs, "runs": runs, "ratio": {}}
+    pairs = list(zip(runs["this"], runs["baseline"]))
+    for key in [*runs["this"][0], "sum"]:
+        ratios = [sum(a.values()) / sum(b.values()) if key == "sum" else a[key] / b[key] for a, b in pairs]
+        report["ratio"][key] = {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
+        print(f"this / baseline {key:14s}: median {statistics.median(ratios):.3f} (range {min(ratios):.3f}-"
+              f"{max(ratios):.3f} over {repeats} rounds)")
+    return report
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--exact-epochs", type=int, default=300, help="epochs timed per activation (exact)")
@@ -141,7 +191,18 @@ def main(argv=None) -> dict:
     p.add_argument("--figure6", action="store_true", help="also time the whole `hidden-rules figure6` command")
     p.add_argument("--skip-mc", action="store_true", help="skip Monte Carlo (~1.6 GiB of samples)")
     p.add_argument("--json", default=None, help="write the numbers to this file")
+    p.add_argument("--baseline", default=None, help="compare the exact path with the package tree at this path")
+    p.add_argument("--repeats", type=int, default=5, help="rounds of the --baseline comparison")
+    p.add_argument("--exact-only", action="store_true", help="only the exact timings (used by --baseline)")
     args = p.parse_args(argv)
+    if args.baseline or args.exact_only:
+        report = (compare_with_baseline(args.baseline, args.repeats, args.exact_epochs) if args.baseline else
+                  {"theory": str(Path(theory.__file__).resolve()), "exact": exact_timings(args.exact_epochs),
+                   "load_average": os.getloadavg()})
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(report, fh, indent=1)
+        return report
     data = MultiPatchData(D, Uniform(0.2, 0.8))
     report = {"torch": torch.__version__, "cpus": os.cpu_count(), "threads_mc": torch.get_num_threads(),
               "threads_exact": 1, "load_average_start": os.getloadavg(), "exact": {}, "mc": {}}
