@@ -81,8 +81,9 @@ class MomentChannels:
         # E_c[1_X], E_c[c^2 1_X] per patch: the constant terms of the rho -> -1 closed form
         set_weights = {name: ((w * E[..., i]).sum(-1)[:, None], (w * E[..., j]).sum(-1)[:, None])
                        for name, (i, j) in sign_sets.items()}
+        sign_sets = {name: (int(i), int(j)) for name, (i, j) in sign_sets.items()}  # plain ints index faster
         set_cols = sorted(set(sign_sets.values()))
-        set_rows = {name: NeuronRow.SETS + 3 * set_cols.index(ij) for name, ij in sign_sets.items()}
+        set_rows = {name: int(NeuronRow.SETS) + 3 * set_cols.index(ij) for name, ij in sign_sets.items()}
         return cls(chan_w, chan_w * E, set_weights, sign_sets, set_cols, set_rows)
 
 
