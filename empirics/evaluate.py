@@ -69,6 +69,7 @@ import numpy as np
 from scipy.special import expit, ndtr
 
 from empirics._checks import check_int
+from empirics.box_profile import thin_extent
 from empirics.metrics import coarse_rule, feature_errors, fine_ratio, summarize
 from empirics.tasks import BLUE_GREEN, DARK, SPECS, YELLOWISH, HSVRange, Shape, Task, TaskSpec, fine_xy
 
@@ -96,6 +97,7 @@ class Problem(enum.Enum):
     SUN_NOT_ABOVE_POLE = ("sun not above the pole top", False)
     NOT_ONE_OBJECT = ("pole and shadow not one object", True)
     COLOUR_OUT_OF_RANGE = ("{element} colour outside the {family} range", True)
+    TOO_THIN = ("{element} too thin to measure (its thickness is not in its pixels)", False)
 
     def __init__(self, template: str, retryable: bool):
         self.template = template
@@ -140,6 +142,9 @@ PURE_INK_ANGLE = 0.02      # thin elements: a pixel next to another element whos
 PURE_FRACTION = 0.97        # thin elements: luma level = median of pixels with >= 97 % of the peak luma ink
 RESTORE_WINDOW = 3          # window of the chroma restoration in the relaxed second pass
 POLE_RIM = 0.02             # Task A by shape: a column holds the pole's rim if its ink is >= this x the pole's peak
+THIN_BAR = 2.5              # px: Task B bars thinner than this are measured by the shape of their profile
+SHARP_KERNEL = 0.15         # px: a downscaling kernel this narrow (box(1) * box(a), empirics.box_profile) is unblurred
+TWO_ROWS = 0.02             # a thin profile's pixel with less than this x its peak holds none of the bar
 MAX_SHADOW_THICKNESS = 0.2  # Task A: a "shadow" thicker than this fraction of the image is not a strip
 SHARP_EDGE = 0.45           # disc edge width (px, erf scale) up to which an image counts as unblurred
 BLURRED_RIM = 1.4           # Task C: partial pixels per perimeter px above which a disc edge is blurred
@@ -1180,6 +1185,8 @@ def _features(spec: TaskSpec, e: list[_Element], S: int, luma: np.ndarray,
         f["l2"] = np.abs(f["shadow_end"] - f["pole_x"])
         flag(f["h1"] <= 0, Reason(Problem.SUN_NOT_ABOVE_POLE))
     elif task is Task.B:
+        for el, element in zip(e, spec.elements):
+            flag(_thin_bar_extents(el), Reason(Problem.TOO_THIN, element.label))
         first_left = e[0].cx <= e[1].cx
         keys = ("cx", "cy", "dx", "dy")
         left = {k: np.where(first_left, getattr(e[0], k), getattr(e[1], k)) for k in keys}
@@ -1210,6 +1217,44 @@ def _features(spec: TaskSpec, e: list[_Element], S: int, luma: np.ndarray,
         sane &= np.all([out[k] > 0 for k in spec.positive], axis=0)
     flag(~sane, Reason(Problem.DEGENERATE))
     return out, bad
+
+
+def _thin_bar_extents(el: _Element) -> np.ndarray:
+    """Re-measure, in place, the thin extent of bars thinner than ``THIN_BAR`` px from the shape of their
+    blurred profile (``empirics.box_profile``); returns (n,) True where that extent is not identifiable.
+
+    The extent across a rectangle's thin axis is otherwise its ink per row over its ink level, taken
+    from a fully covered pixel, which a bar under ~2 px thick may not have once blurred."""
+    n, S = el.cov.shape[:2]
+    lost = np.zeros(n, bool)
+    with np.errstate(invalid="ignore"):
+        thin = np.flatnonzero(np.minimum(el.dx, el.dy) < THIN_BAR)
+    for i in thin:
+        cov = el.cov[i].astype(np.float64)
+        rows, cols = cov.sum(1), cov.sum(0)
+        wide = el.dx[i] >= el.dy[i]
+        across, along = (rows, cols) if wide else (cols, rows)
+        idx = [np.flatnonzero(p > 1e-3) for p in (across, along)]
+        if any(k.size == 0 for k in idx) or idx[0][0] == 0 or idx[0][-1] == S - 1:
+            continue
+        window = [p[max(k[0] - 1, 0):k[-1] + 2] for p, k in zip((across, along), idx)]
+        if min(w.size for w in window) < 3:
+            continue
+        m = thin_extent(window[1], window[0])
+        if not m.fits:
+            continue                    # not a blurred box: keep the level-based extent
+        if m.kernel_width <= SHARP_KERNEL:
+            # Unblurred: a bar over three rows or more has a fully covered one, which gives its level
+            # (the level-based extent is exact); over two partial rows its thickness is not in its pixels.
+            lost[i] = np.count_nonzero(window[0] > TWO_ROWS * window[0].max()) <= 2
+            continue
+        if not m.identifiable:
+            lost[i] = True
+        elif wide:
+            el.dy[i] = m.extent
+        else:
+            el.dx[i] = m.extent
+    return lost
 
 
 def _worth_retrying(reasons: list[Reason]) -> bool:

@@ -80,7 +80,8 @@ def test_reason_messages_and_retry_verdicts():
         "pole colour outside the blue-green range"
     # Measurements stand; what a washed-out colour can cause is retried with relaxed tolerances.
     stand = {p for p in Problem if not p.retryable}
-    assert stand == {Problem.BLANK, Problem.NON_FINITE, Problem.CUT_BY_BORDER, Problem.SUN_NOT_ABOVE_POLE}
+    assert stand == {Problem.BLANK, Problem.NON_FINITE, Problem.CUT_BY_BORDER, Problem.SUN_NOT_ABOVE_POLE,
+                     Problem.TOO_THIN}
     assert all(Reason(p).retryable == p.retryable for p in Problem)
 
 
