@@ -7,11 +7,13 @@
    value, with the boxes widened by tolerances (``FAMILY_TOLERANCE``) to absorb the small colour
    shifts of generated samples. Pixels whose best membership is >= 0.5 are labelled.
 2. Element count (step 2): 8-connected components per family, specks below ``2 (S/32)^2`` pixels
-   ignored; a component that is only the anti-aliased rim of another element (its colour is that
-   element's colour mixed with white and it touches it, e.g. the edge of a dark pole read as
-   "shadow") is merged into it. Any other count than one per element makes the image Invalid with
-   a reason ("missing sun", "2 poles", ...); so do a blank image, non-finite pixels, an unexpected
-   coloured object, an element cut by the border whose extent is needed, or impossible geometry.
+   ignored (as a last resort, after the retries below, a missing element takes a speck that touches
+   another element of its group: a shadow showing one pixel beside its pole's foot); a component
+   that is only the anti-aliased rim of another element (its colour is that element's colour mixed
+   with white and it touches it, e.g. the edge of a dark pole read as "shadow") is merged into it.
+   Any other count than one per element makes the image Invalid with a reason ("missing sun",
+   "2 poles", ...); so do a blank image, non-finite pixels, an unexpected coloured object, an
+   element cut by the border whose extent is needed, or impossible geometry.
 3. Keypoints and features (step 3), sub-pixel. Each element's ink (white - colour) has the
    direction of the ink summed over its neighbourhood (blur and JPEG chroma subsampling move chroma
    to neighbouring pixels but keep such sums) and the level of its interior (fully covered) pixels.
@@ -22,7 +24,9 @@
    touching elements by their colours (or by the nearest colour mask when the two inks are nearly
    parallel). Coverage is linear in the pixel values, so areas, centroids and row/column sums are
    unchanged by blur, and scale errors cancel in ratios. Rectangles: the extent across the long
-   axis is the plateau of the coverage profile along it, the other extent is area / that; circles:
+   axis is the plateau of the coverage profile along it, the other extent is area / that (a Task B
+   bar thinner than ``THIN_BAR``: from the shape of its blurred profile, ``empirics.box_profile``; an
+   unblurred one over two partial rows, whose thickness is not in its pixels, is Invalid); circles:
    centre = centroid, radius = sqrt(area / pi) (Task C, blurred edges: with the level refined by a
    fit of amp * Phi((r - rho) / s)); a circle cut by the image border (a far sun) is fitted from its
    visible part (Levenberg-Marquardt on centre, radius and edge width), so it is measured
@@ -790,8 +794,9 @@ def _element_colour(ink: np.ndarray, hard: np.ndarray, near_others: np.ndarray, 
     return colour, full
 
 
-def _label(chunk: _Chunk, tol: dict, restore: int = 0) -> None:
-    """Steps 1-2: colour-family labels, one mask per element, rims merged, counts checked."""
+def _label(chunk: _Chunk, tol: dict, restore: int = 0, adopt: bool = False) -> None:
+    """Steps 1-2: colour-family labels, one mask per element, rims merged, counts checked (with
+    ``adopt``, a missing element may take a speck that touches its group, ``_adopt_small_parts``)."""
     n, S, elements = chunk.n, chunk.S, chunk.spec.elements
     seen = _restore_chroma(chunk.ink, restore) if restore else chunk.rgb
     hsv = cv2.cvtColor(seen.reshape(n * S, S, 3), cv2.COLOR_RGB2HSV).reshape(n, S, S, 3)
@@ -820,8 +825,9 @@ def _label(chunk: _Chunk, tol: dict, restore: int = 0) -> None:
         chunk.masks.append(_ColourMask(img, area, ids, lab, prim, cnt, hard, col, col_full))
     for i in np.flatnonzero(np.any([m.count > 1 for m in chunk.masks], axis=0)):
         _merge_rims(chunk, i)
-    for i in np.flatnonzero(np.any([m.count == 0 for m in chunk.masks], axis=0)):
-        _adopt_small_parts(chunk, i, labelled, best)
+    if adopt:
+        for i in np.flatnonzero(np.any([m.count == 0 for m in chunk.masks], axis=0)):
+            _adopt_small_parts(chunk, i, labelled, best)
     chunk.labelled = labelled
     chunk.blank = chunk.inkmag.reshape(n, -1).max(1) < BLANK_INK
     for i in np.flatnonzero(chunk.blank):
@@ -912,10 +918,11 @@ def _measure_chunk(chunk: _Chunk) -> dict[str, np.ndarray]:
     return feats
 
 
-def _evaluate_chunk(rgb: np.ndarray, task: Task, tol: dict, restore: int = 0) -> tuple[dict, list[list[Reason]]]:
+def _evaluate_chunk(rgb: np.ndarray, task: Task, tol: dict, restore: int = 0,
+                    adopt: bool = False) -> tuple[dict, list[list[Reason]]]:
     """Features (normalised) and Invalid reasons of a chunk of images: label, cover, assign, measure."""
     chunk = _Chunk(rgb, SPECS[task], [[] for _ in range(rgb.shape[0])])
-    _label(chunk, tol, restore)
+    _label(chunk, tol, restore, adopt)
     _cover(chunk)
     _assign(chunk)
     return _measure_chunk(chunk), chunk.reasons
@@ -1282,9 +1289,11 @@ def _whiten_background(rgb: np.ndarray) -> np.ndarray:
     return rgb
 
 
-def _relaxed_pass(part, task, again, feats, reasons) -> None:
-    """Measure the images ``again`` with ``RELAXED_TOLERANCE`` and restored chroma; keep the successes."""
-    feats2, reasons2 = _evaluate_chunk(part[again], task, RELAXED_TOLERANCE, RESTORE_WINDOW)
+def _relaxed_pass(part, task, again, feats, reasons, tol=RELAXED_TOLERANCE, restore=RESTORE_WINDOW,
+                  adopt=False) -> None:
+    """Measure the images ``again`` with ``RELAXED_TOLERANCE`` and restored chroma (or the given
+    tolerance, restoration and speck adoption); keep the successes."""
+    feats2, reasons2 = _evaluate_chunk(part[again], task, tol, restore, adopt)
     for j, i in enumerate(np.flatnonzero(again)):
         if not reasons2[j]:
             reasons[i] = []
@@ -1326,6 +1335,12 @@ def evaluate(images, task, *, value_range=None, workers: int = 1,
             _relaxed_pass(part, task, again, feats, reasons)
         if task is Task.A:
             _task_a_shape_pass(part, again, feats, reasons)
+        # Last: an element found only as a speck touching its group (a shadow showing one pixel beside
+        # its pole's foot). Not earlier: a speck of the pole's rim must not stand in for a faint strip
+        # that the passes above find.
+        missing = np.array([bool(rs) and all(r.problem is Problem.MISSING for r in rs) for rs in reasons], bool)
+        if missing.any():
+            _relaxed_pass(part, task, missing, feats, reasons, FAMILY_TOLERANCE, 0, adopt=True)
         return feats, reasons
 
     if workers > 1 and len(starts) > 1:
