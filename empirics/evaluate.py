@@ -1062,11 +1062,13 @@ def _task_a_by_shape(rgb: np.ndarray) -> tuple[dict | None, Reason | None]:
     band_cols = obj[b0:y_bot + 1].any(0)
     side = np.sign(np.mean(np.flatnonzero(band_cols)) + 0.5 - pole_x) or 1.0
     # The shadow is measured beyond the pole's rim: the columns where the pole's own cross-section
-    # (the median over its rows, so a strip's row above the band does not count) has ink.
+    # (the median over its rows, so a strip's row above the band does not count) has ink, or one
+    # pixel past its edge if that is nearer (JPEG noise spreads faint ink far from the pole).
     inside = (rows_idx[:, 0] >= math.ceil(top)) & (rows_idx[:, 0] < yc)
     section = np.median(a_pole[inside], axis=0) if inside.any() else cols_p
     rim = np.flatnonzero(section >= POLE_RIM * section.max())
-    x0 = int(rim[-1]) + 1 if side > 0 else int(rim[0])
+    edge = pole_x + side * (width / 2 + 1.0)
+    x0 = min(int(rim[-1]) + 1, math.ceil(edge)) if side > 0 else max(int(rim[0]), math.floor(edge))
     beyond = (pos[None, :] - x0) * side > 0
     sh_region = grown & beyond & (rows_idx >= yc)
     # The shadow's colour may also use its pixels right next to the pole (not its geometry).
