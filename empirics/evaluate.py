@@ -624,13 +624,13 @@ def _merge_rims(chunk: _Chunk, i: int) -> None:
 
 
 def _adopt_small_parts(chunk: _Chunk, i: int, labelled: np.ndarray, best: np.ndarray) -> None:
-    """An element of image i with no component of ``min_px`` pixels takes its largest smaller one if
-    that touches another element of its group (a shadow that shows one pixel beside its pole's foot):
-    specks are ignored only where they stand alone."""
+    """A strip (rectangle) of image i with no component of ``min_px`` pixels takes its largest smaller
+    one if that touches another element of its group (a shadow that shows one pixel beside its pole's
+    foot): specks are ignored only where they stand alone."""
     masks, elements = chunk.masks, chunk.spec.elements
     for f, mask in enumerate(masks):
-        if mask.count[i] != 0:
-            continue
+        if mask.count[i] != 0 or elements[f].shape is not Shape.RECT:
+            continue                    # a speck is no disc or square of the task's sizes
         mates = [g for g, e in enumerate(elements)
                  if g != f and e.group == elements[f].group and masks[g].primary[i] > 0]
         if not mates:
