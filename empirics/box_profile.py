@@ -70,9 +70,11 @@ def step_response(u, a: float) -> np.ndarray:
     return (_ramp_integral(u + a / 2) - _ramp_integral(u - a / 2)) / a
 
 
-def box_profile(centres, edge: float, length: float, a: float) -> np.ndarray:
-    """g(c) = E_a(c - edge) - E_a(c - edge - length): a box's profile at pixel centres ``centres``."""
-    if not (np.isfinite(length) and length >= 0):
+def box_profile(centres, edge, length, a: float) -> np.ndarray:
+    """g(c) = E_a(c - edge) - E_a(c - edge - length): a box's profile at pixel centres ``centres``
+    (``edge`` and ``length`` broadcast against ``centres``: many boxes at once)."""
+    length = np.asarray(length, np.float64)
+    if not np.all(np.isfinite(length) & (length >= 0)):
         raise ValueError(f"length must be finite and >= 0, got {length!r}")
     c = np.asarray(centres, np.float64)
     return step_response(c - edge, a) - step_response(c - edge - length, a)
@@ -87,6 +89,7 @@ class ThinExtent:
     identifiable: bool
     fits: bool
     span: float          # px: spread of the extents that explain the profile
+
 
 def _fit_long(profile: np.ndarray) -> tuple[float, float]:
     """Kernel width a of a least-squares box fit (amplitude, edge, length, a) to the long-axis profile,
@@ -130,8 +133,7 @@ def thin_extent(long_profile, thin_profile) -> ThinExtent:
     total, peak = thin_profile.sum(), thin_profile.max()
     edge = thin_profile @ c / total - EXTENT_GRID[:, None] / 2 + EDGE_SHIFTS[None, :]     # (L, D)
     length = EXTENT_GRID[:, None, None]
-    e = edge[..., None]
-    model = total / length * (step_response(c - e, a) - step_response(c - e - length, a))
+    model = total / length * box_profile(c, edge[..., None], length, a)
     rms = np.sqrt(np.mean((model - thin_profile) ** 2, axis=2)) / peak                   # (L, D)
     k, d = np.unravel_index(int(np.argmin(rms)), rms.shape)
 

@@ -1239,8 +1239,7 @@ def _thin_bar_extents(el: _Element) -> np.ndarray:
     with np.errstate(invalid="ignore"):
         thin = np.flatnonzero(np.minimum(el.dx, el.dy) < THIN_BAR)
     for i in thin:
-        cov = el.cov[i].astype(np.float64)
-        rows, cols = cov.sum(1), cov.sum(0)
+        rows, cols = el.rows[i], el.cov[i].sum(0, dtype=np.float64)
         wide = el.dx[i] >= el.dy[i]
         across, along = (rows, cols) if wide else (cols, rows)
         idx = [np.flatnonzero(p > 1e-3) for p in (across, along)]
@@ -1291,10 +1290,9 @@ def _whiten_background(rgb: np.ndarray) -> np.ndarray:
     return rgb
 
 
-def _relaxed_pass(part, task, again, feats, reasons, tol=RELAXED_TOLERANCE, restore=RESTORE_WINDOW,
-                  adopt=False) -> None:
-    """Measure the images ``again`` with ``RELAXED_TOLERANCE`` and restored chroma (or the given
-    tolerance, restoration and speck adoption); keep the successes."""
+def _retry(part, task, again, feats, reasons, tol: dict, restore: int, adopt: bool = False) -> None:
+    """Measure the images ``again`` once more with colour tolerance ``tol``, chroma restored over
+    ``restore`` px and, with ``adopt``, specks adopted by their group; keep the successes."""
     feats2, reasons2 = _evaluate_chunk(part[again], task, tol, restore, adopt)
     for j, i in enumerate(np.flatnonzero(again)):
         if not reasons2[j]:
@@ -1334,7 +1332,7 @@ def evaluate(images, task, *, value_range=None, workers: int = 1,
         feats, reasons = _evaluate_chunk(part, task, FAMILY_TOLERANCE)
         again = np.array([_worth_retrying(rs) for rs in reasons], bool)
         if again.any():
-            _relaxed_pass(part, task, again, feats, reasons)
+            _retry(part, task, again, feats, reasons, RELAXED_TOLERANCE, RESTORE_WINDOW)
         if task is Task.A:
             _task_a_shape_pass(part, again, feats, reasons)
         # Last: an element found only as a speck touching its group (a shadow showing one pixel beside
@@ -1342,7 +1340,7 @@ def evaluate(images, task, *, value_range=None, workers: int = 1,
         # that the passes above find.
         missing = np.array([bool(rs) and all(r.problem is Problem.MISSING for r in rs) for rs in reasons], bool)
         if missing.any():
-            _relaxed_pass(part, task, missing, feats, reasons, FAMILY_TOLERANCE, 0, adopt=True)
+            _retry(part, task, missing, feats, reasons, FAMILY_TOLERANCE, 0, adopt=True)
         return feats, reasons
 
     if workers > 1 and len(starts) > 1:

@@ -115,7 +115,9 @@ def test_sharp_thin_bars_are_measured_or_declared_unmeasurable():
     partial rows have no height in their pixels (empirics.box_profile) and are Invalid, not a number."""
     ev, err = _thin_bars("cv2_area")
     too_thin = np.array(["too thin" in r for r in ev.reason])
-    assert 0.2 <= too_thin.mean() <= 0.8              # both cases occur
+    # 51 % on 2000 images (docs/evaluator_reference.json); with 80 the binomial SE is 5.6 %, so [0.2, 0.8]
+    # is > 5 SE from it: the bound only asks that both cases occur.
+    assert 0.2 <= too_thin.mean() <= 0.8
     assert np.median(err[ev.valid]) <= 0.01 and np.percentile(err[ev.valid], 90) <= 0.1
 
 
@@ -123,6 +125,8 @@ def test_blurred_thin_bars_are_measured_from_their_profile():
     """PIL-bilinear 1-2 px bars: no pixel is fully covered, the height comes from the profile's shape
     (before: from the peak pixel as the ink level, median error ~0.2 px, R^2 0.88)."""
     ev, err = _thin_bars("pil_bilinear")
+    # 97.2 % valid on 2000 images (docs/evaluator_reference.json); with 80 the binomial SE is 1.8 %, so
+    # 90 % is 4 SE below it.
     assert ev.valid.mean() >= 0.9, set(ev.reason)
     assert np.median(err[ev.valid]) <= 0.02 and np.percentile(err[ev.valid], 90) <= 0.06
 
