@@ -146,6 +146,7 @@ PURE_INK_ANGLE = 0.02      # thin elements: a pixel next to another element whos
 PURE_FRACTION = 0.97        # thin elements: luma level = median of pixels with >= 97 % of the peak luma ink
 RESTORE_WINDOW = 3          # window of the chroma restoration in the relaxed second pass
 POLE_RIM = 0.02             # Task A by shape: a column holds the pole's rim if its ink is >= this x the pole's peak
+LAST_RESORT = frozenset({Problem.MISSING, Problem.UNEXPECTED_COLOUR})   # reasons the adoption pass may undo
 THIN_BAR = 2.5              # px: Task B bars thinner than this are measured by the shape of their profile
 SHARP_KERNEL = 0.15         # px: a downscaling kernel this narrow (box(1) * box(a), empirics.box_profile) is unblurred
 TWO_ROWS = 0.02             # a thin profile's pixel with less than this x its peak holds none of the bar
@@ -549,7 +550,8 @@ class _ColourMask:
     comp_area: np.ndarray    # its area (px)
     comp_label: np.ndarray   # its label in ``labels``
     labels: np.ndarray       # (n, S, S) component label of each pixel
-    primary: np.ndarray      # (n,) label of the largest component of >= min_px pixels (0: none)
+    primary: np.ndarray      # (n,) label of the largest component of >= min_px pixels (0: none; -1: a pale
+                             # blob outside the colour labels, ``_adopt_pale_blob``)
     count: np.ndarray        # (n,) number of such components (rims merged into other elements excluded)
     hard: np.ndarray         # (n, S, S) the primary component's pixels (plus the rims merged into it)
     colour: np.ndarray       # (n, 3) ink colour, luma level (``_element_colour``); NaN if absent
@@ -632,7 +634,7 @@ def _adopt_small_parts(chunk: _Chunk, i: int, labelled: np.ndarray, best: np.nda
         if mask.count[i] != 0 or elements[f].shape is not Shape.RECT:
             continue                    # a speck is no disc or square of the task's sizes
         mates = [g for g, e in enumerate(elements)
-                 if g != f and e.group == elements[f].group and masks[g].primary[i] > 0]
+                 if g != f and e.group == elements[f].group and masks[g].primary[i] != 0]
         if not mates:
             continue
         near = _dilate(np.any([masks[g].hard[i] for g in mates], axis=0)[None], 1)[0]
@@ -647,6 +649,41 @@ def _adopt_small_parts(chunk: _Chunk, i: int, labelled: np.ndarray, best: np.nda
         others = _dilate((labelled[i] & (best[i] != f))[None], 1)
         col, col_full = _element_colour(chunk.ink[i:i + 1], mask.hard[i:i + 1], others, chunk.radius, both=True)
         mask.colour[i], mask.colour_full[i] = col[0], col_full[0]
+
+
+def _adopt_pale_blob(chunk: _Chunk, i: int, labelled: np.ndarray) -> None:
+    """A missing element of image i takes the one unlabelled ink blob whose colour, mixed with white,
+    is a colour of its family (a bar thinner than a pixel of a dark, weakly saturated blue-green shows
+    only pixels half white, whose saturation is below the family's floor).
+
+    The blob's ink is its summed direction at its peak magnitude; it fits if some coverage a in
+    (peak, 1] makes 1 - ink / a a colour of the element's family (``_colour_fits``, with
+    ``FAMILY_TOLERANCE``) and of no other family of the task. Only one blob and one missing element
+    that it fits are accepted; anything else stays Invalid."""
+    masks, elements, ink = chunk.masks, chunk.spec.elements, chunk.ink[i]
+    missing = [f for f, m in enumerate(masks) if m.count[i] == 0]
+    if not missing:
+        return
+    pale = (chunk.inkmag[i] >= REGION_INK) & ~_dilate(labelled[i:i + 1], 1)[0]
+    num, lab, stats, _ = cv2.connectedComponentsWithStats(pale.astype(np.uint8), connectivity=8)
+    blobs = [j for j in range(1, num) if stats[j, cv2.CC_STAT_AREA] >= chunk.min_px
+             and chunk.inkmag[i][lab == j].max() >= STRONG_INK]
+    if len(blobs) != 1:
+        return
+    pix = lab == blobs[0]
+    total = ink[pix].sum(0, dtype=np.float64)
+    direction = total / max(np.linalg.norm(total), 1e-12)
+    peak = direction * float((ink[pix] @ direction).max())
+    fits = [f for f, e in enumerate(elements) if _colour_fits(peak, e.family, thin=True, tol=FAMILY_TOLERANCE)]
+    if len(fits) != 1 or fits[0] not in missing:
+        return
+    f = fits[0]
+    masks[f].primary[i], masks[f].count[i] = -1, 1
+    masks[f].hard[i] = pix
+    others = _dilate((labelled[i] & ~pix)[None], 1)
+    col, col_full = _element_colour(chunk.ink[i:i + 1], pix[None], others, chunk.radius, both=True)
+    masks[f].colour[i], masks[f].colour_full[i] = col[0], col_full[0]
+    labelled[i] |= pix
 
 
 MIN_COLOUR_ANGLE_SIN = 0.35  # touching elements are unmixed jointly if their inks differ by > ~20 degrees
@@ -828,6 +865,7 @@ def _label(chunk: _Chunk, tol: dict, restore: int = 0, adopt: bool = False) -> N
     if adopt:
         for i in np.flatnonzero(np.any([m.count == 0 for m in chunk.masks], axis=0)):
             _adopt_small_parts(chunk, i, labelled, best)
+            _adopt_pale_blob(chunk, i, labelled)
     chunk.labelled = labelled
     chunk.blank = chunk.inkmag.reshape(n, -1).max(1) < BLANK_INK
     for i in np.flatnonzero(chunk.blank):
@@ -982,8 +1020,9 @@ def _pole_geometry(pole: _Element, shadow: _Element, own: np.ndarray) -> dict[st
 THIN_COVERAGES = np.linspace(0.1, 1.0, 19)
 
 
-def _colour_fits(ink: np.ndarray, family: HSVRange, thin: bool) -> bool:
-    """Whether an element's ink vector (white - colour) is a colour of ``family`` (``SHAPE_TOLERANCE``).
+def _colour_fits(ink: np.ndarray, family: HSVRange, thin: bool, tol: dict | None = None) -> bool:
+    """Whether an element's ink vector (white - colour) is a colour of ``family`` (``tol``, by default
+    ``SHAPE_TOLERANCE``).
 
     A thin element (no pixel of it is covered whole) shows its colour mixed with white at an
     unknown coverage a <= 1, i.e. ink / a for the true ink: it fits if some a in (max ink, 1] puts
@@ -994,7 +1033,8 @@ def _colour_fits(ink: np.ndarray, family: HSVRange, thin: bool) -> bool:
         scales = np.ones(1)
     c = np.clip(1.0 - ink[None, :] / scales[:, None], 0.0, 1.0).astype(np.float32)[:, None, :]
     hsv = cv2.cvtColor(c, cv2.COLOR_RGB2HSV)[:, 0]
-    return bool((_membership(hsv[:, 0] * 0.5, hsv[:, 1] * 255, hsv[:, 2] * 255, family, SHAPE_TOLERANCE)
+    return bool((_membership(hsv[:, 0] * 0.5, hsv[:, 1] * 255, hsv[:, 2] * 255, family,
+                             SHAPE_TOLERANCE if tol is None else tol)
                  >= 0.5).any())
 
 
@@ -1292,13 +1332,17 @@ def _whiten_background(rgb: np.ndarray) -> np.ndarray:
 
 def _retry(part, task, again, feats, reasons, tol: dict, restore: int, adopt: bool = False) -> None:
     """Measure the images ``again`` once more with colour tolerance ``tol``, chroma restored over
-    ``restore`` px and, with ``adopt``, specks adopted by their group; keep the successes."""
+    ``restore`` px and, with ``adopt``, specks and pale blobs adopted (``_label``); keep the successes.
+    With ``adopt``, an image that now has all its elements but fails a geometric verdict (an element
+    too thin to measure, cut by the border) takes that verdict: it says more than "missing"."""
     feats2, reasons2 = _evaluate_chunk(part[again], task, tol, restore, adopt)
     for j, i in enumerate(np.flatnonzero(again)):
         if not reasons2[j]:
             reasons[i] = []
             for k, v in feats.items():
                 v[i] = feats2[k][j]
+        elif adopt and not any(r.retryable for r in reasons2[j]):
+            reasons[i] = reasons2[j]
 
 
 def _task_a_shape_pass(part, again, feats, reasons) -> None:
@@ -1338,7 +1382,8 @@ def evaluate(images, task, *, value_range=None, workers: int = 1,
         # Last: an element found only as a speck touching its group (a shadow showing one pixel beside
         # its pole's foot). Not earlier: a speck of the pole's rim must not stand in for a faint strip
         # that the passes above find.
-        missing = np.array([bool(rs) and all(r.problem is Problem.MISSING for r in rs) for rs in reasons], bool)
+        missing = np.array([any(r.problem is Problem.MISSING for r in rs)
+                            and all(r.problem in LAST_RESORT for r in rs) for rs in reasons], bool)
         if missing.any():
             _retry(part, task, missing, feats, reasons, FAMILY_TOLERANCE, 0, adopt=True)
         return feats, reasons

@@ -49,6 +49,17 @@ def test_sharp_two_row_bar_is_not_identifiable():
     assert not thin_extent(long1, thin1).identifiable
 
 
+def test_triangle_kernel_bar_at_a_pixel_boundary_is_not_identifiable():
+    """PIL's bilinear (a = 1) has its own blind spot: a bar no thicker than a pixel, centred on a pixel
+    boundary, shows two equal rows whatever its thickness (box(L) * triangle is zero at 1.5 px from the
+    centre for every L <= 1), so a 1.0 px and a 0.4 px bar of the same ink are the same pixels."""
+    long1, thin1 = _bar(3.3, 3.1, 5.5, 1.0, 1.0, strength=0.8)
+    long2, thin2 = _bar(3.3, 3.1, 5.8, 0.4, 1.0, strength=2.0)
+    assert np.allclose(thin1, thin2, atol=1e-12) and np.allclose(long1, long2, atol=1e-12)
+    assert np.count_nonzero(thin1 > 1e-12) == 2
+    assert not thin_extent(long1, thin1).identifiable
+
+
 def test_sharp_three_row_bar_is_identifiable():
     """With a fully covered middle row the level, hence the height, is in the pixels."""
     long, thin = _bar(3.3, 3.1, 4.6, 1.7, 0.0)

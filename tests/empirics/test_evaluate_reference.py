@@ -139,3 +139,21 @@ def test_a_speck_of_the_pole_rim_does_not_stand_in_for_a_faint_strip():
     ev = evaluate(batch.images[853:], "A")
     assert ev.valid[0], ev.reason[0]
     assert ev.coarse_ok[0] and abs(ev.features["l2"][0] - batch.params["l2"][853]) * 32 <= 0.3
+
+
+def test_a_pale_bar_is_found_by_its_colour_mixed_with_white():
+    """A 1.03 px bar of a dark, weakly saturated blue-green (HSV 93/118/112) over two half-covered rows:
+    no pixel reaches the family's saturation floor, yet its ink, scaled to a coverage below one, is a
+    blue-green of App. C. It is found, and reported as what it is (too thin to measure, both rows
+    0.5 covered), not as a missing bar; the same pixels made grey stay a missing bar."""
+    batch = render_reference("B", 65, 32, seed=2025, conventions="b_thin_bars", downscaler="pil_bilinear")
+    image = batch.images[64:65]
+    assert abs(batch.params["h2"][64] * 32 - 1.03) <= 0.01
+    ev = evaluate(image, "B")
+    assert "too thin" in ev.reason[0] and "missing" not in ev.reason[0], ev.reason[0]
+    grey = image.copy()
+    bar = (255 - grey[0].astype(int)).sum(-1) > 0
+    bar[:, :16] = False                                        # the right half holds only the pale bar
+    luma = grey[0][bar] @ np.array([0.299, 0.587, 0.114])
+    grey[0][bar] = np.round(luma)[:, None].astype(np.uint8)
+    assert "missing blue-green rectangle" in evaluate(grey, "B").reason[0]
