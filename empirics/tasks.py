@@ -60,7 +60,24 @@ positions inside its half, at least 1/32 of the image from the border and from t
 
 Negative controls (tests, contrastive data): ``fine_factor`` multiplies the dependent quantity
 so that y/x = fine_factor * k, and ``violate_coarse=True`` breaks the coarse rule (A: shadow on the
-sun's side; B: heights swapped; C: equal radii; D: top square 1.5 times the bottom one).
+sun's side; B: heights swapped; C: equal radii; D: top square 1.5 times the bottom one). A scalar
+factor lies in ``FINE_FACTOR_RANGE``; a per-image array (the contrastive data of App. G.1,
+``empirics.contrastive``) may range over the open interval ``FINE_FACTOR_LIMITS[task]``, beyond which
+the task could not be drawn with its coarse rule intact and every element visible in the frame:
+
+    task  lower limit: below it ...                        upper limit: above it ...
+    A     2/3: a near sun's shadow (l2 = f l1, l1 >= 3 px)  3: a near sun's distance (3/f px, the sun
+          sticks out of the 2 px pole by < 1 px            moves in so that the shadow stays in frame)
+                                                           is inside the pole's half width (1 px)
+    B     0.5: the right bar's floor f * 2 px is < 1 px     5/3: h2 / h1 = f l1 / l2 (<= 0.6 f) can reach 1
+    C     1/(0.95 sqrt(2)) = 0.744: radii within            5.92: the small circle's range [5 %, hi]
+          COARSE_C_RTOL of each other                      is empty (both circles must fit)
+    D     2/3: the top square is not the smaller one      1.94: a 15 % top square's bottom square
+                                                           (1.5 f times it) does not fit its half
+
+Where f > 1 needs room, the sampler makes it the same way as for a scalar factor: A scales the sun
+distance by 1/f (the shadow keeps its range), C and D lower the small element's upper bound. Image i
+depends only on (task, size, seed, i, fine_factor[i]).
 """
 
 from __future__ import annotations
@@ -76,7 +93,8 @@ import numpy as np
 from empirics._checks import check_choice, check_int, check_real
 
 __all__ = [
-    "Task", "HSVRange", "YELLOWISH", "BLUE_GREEN", "DARK", "TARGET_SLOPE", "TRAIN_SIZES", "TaskBatch",
+    "Task", "HSVRange", "FactorLimits", "FINE_FACTOR_RANGE", "FINE_FACTOR_LIMITS",
+    "YELLOWISH", "BLUE_GREEN", "DARK", "TARGET_SLOPE", "TRAIN_SIZES", "TaskBatch",
     "ELEMENTS", "RULE_FEATURES", "SPECS", "TaskSpec", "Element", "Shape", "COARSE_C_RTOL",
     "fine_xy", "coarse_rule", "feature_values", "generate", "sample_params", "render", "degrade",
 ]
@@ -225,8 +243,38 @@ B_HORIZON = (0.4, 0.6)
 C_R_SMALL = (0.05, 0.15)             # diameter 10-30 % of the image (App. C)
 MARGIN = 1 / 32
 D_SIDE_TOP = (0.15, 0.28)            # App. C: 30-70 % of the top half = [0.15, 0.35]
+# Task C's coarse rule: measured radii are never exactly equal, so "distinct" means by more than 5 %.
+COARSE_C_RTOL = 0.05
 
-FINE_FACTOR_RANGE = (0.5, 1.5)
+FINE_FACTOR_RANGE = (0.5, 1.5)           # a scalar fine_factor
+
+
+@dataclass(frozen=True)
+class FactorLimits:
+    """Open interval (lo, hi) of per-image fine factors y/(k x) a task can draw (module docstring);
+    ``below`` / ``above`` say what would break beyond it."""
+
+    lo: float
+    hi: float
+    below: str
+    above: str
+
+
+FINE_FACTOR_LIMITS: dict[Task, FactorLimits] = {
+    Task.A: FactorLimits((A_POLE_WIDTH / 2 + MARGIN) / A_NEAR[0], A_NEAR[0] / (A_POLE_WIDTH / 2),
+                         "a near sun's shadow would stick out of the pole by less than 1/32 of the image",
+                         "a near sun's centre would reach the pole (no side for the coarse rule)"),
+    Task.B: FactorLimits(0.5, (B_L1[1] + B_GAP) / B_L1[1],          # 0.5: h2 >= B_H2_MIN / 2
+                         "the right bar could be thinner than half its floor (1 px at 32 px)",
+                         "the right bar could be as tall as the left one (coarse rule h1 > h2)"),
+    Task.C: FactorLimits(1.0 / ((1.0 - COARSE_C_RTOL) * math.sqrt(2.0)),
+                         ((0.5 - MARGIN) / C_R_SMALL[0] - 1.0) / math.sqrt(2.0),
+                         "the radii could differ by less than COARSE_C_RTOL (coarse rule)",
+                         "the two circles would not fit in the frame"),
+    Task.D: FactorLimits(1.0 / TARGET_SLOPE[Task.D], (0.5 - 2 * MARGIN) / (D_SIDE_TOP[0] * TARGET_SLOPE[Task.D]),
+                         "the top square could be as large as the bottom one (coarse rule)",
+                         "the bottom square would not fit in the bottom half"),
+}
 
 
 def _stream(seed: int, task: Task, name: str) -> np.random.Generator:
@@ -258,7 +306,7 @@ def _sample_a(seed, n, size, fine_factor, violate_coarse):
     side = np.where(_stream(seed, t, "side").random(n) < 0.5, -1.0, 1.0)
     u = _stream(seed, t, "distance").random(n)
     # Keep the shadow's end inside the frame when the shadow is lengthened (fine_factor > 1).
-    shrink = min(1.0, 1.0 / fine_factor)
+    shrink = np.minimum(1.0, 1.0 / fine_factor)
     lo = np.where(far, A_FAR[0], A_NEAR[0]) * size * shrink
     hi = np.where(far, A_FAR[1], A_NEAR[1]) * size * shrink
     l1 = lo + (hi - lo) * u
@@ -296,7 +344,7 @@ def _sample_c(seed, n, size, fine_factor, violate_coarse):
     t = Task.C
     factor = 1.0 if violate_coarse else fine_factor * TARGET_SLOPE[Task.C]
     # Both circles must fit: 2 (r_large + r_small) + 2 margin <= 1.
-    hi = min(C_R_SMALL[1], (0.5 - MARGIN) / (1.0 + factor))
+    hi = np.minimum(C_R_SMALL[1], (0.5 - MARGIN) / (1.0 + factor))
     rs = _uniform(seed, t, "r_small", n, C_R_SMALL[0], hi)
     rl = factor * rs
     direction = _stream(seed, t, "direction").integers(0, 4, n)       # left, right, top, bottom
@@ -319,7 +367,7 @@ def _sample_d(seed, n, size, fine_factor, violate_coarse):
     t = Task.D
     factor = 1.0 / 1.5 if violate_coarse else fine_factor * TARGET_SLOPE[Task.D]
     room = 0.5 - 2 * MARGIN
-    hi = min(D_SIDE_TOP[1], room / max(factor, 1.0))
+    hi = np.minimum(D_SIDE_TOP[1], room / np.maximum(factor, 1.0))
     a = _uniform(seed, t, "side_top", n, D_SIDE_TOP[0], hi)
     b = factor * a
     tx = MARGIN + a / 2 + (1 - 2 * MARGIN - a) * _stream(seed, t, "top_x").random(n)
@@ -344,10 +392,6 @@ def fine_xy(task, features) -> tuple[np.ndarray, np.ndarray]:
     if task is Task.C:
         return f["r_small"], f["r_large"]
     return f["side_top"], f["side_bottom"]
-
-
-# Task C's coarse rule: measured radii are never exactly equal, so "distinct" means by more than 5 %.
-COARSE_C_RTOL = 0.05
 
 
 def feature_values(features, key: str) -> np.ndarray:
@@ -379,10 +423,32 @@ def coarse_rule(task, features) -> np.ndarray:
     return np.asarray(ok, bool)
 
 
-def sample_params(task, n: int, size: int = 32, seed: int = 0, *, fine_factor: float = 1.0,
+def _check_fine_factor(task: Task, fine_factor, n: int) -> float | np.ndarray:
+    """A scalar in ``FINE_FACTOR_RANGE``, or a finite (n,) array inside ``FINE_FACTOR_LIMITS[task]``."""
+    if np.ndim(fine_factor) == 0:
+        return check_real("fine_factor", fine_factor, *FINE_FACTOR_RANGE)
+    lim = FINE_FACTOR_LIMITS[task]
+    allowed = (f"fine_factor must be a number in [{FINE_FACTOR_RANGE[0]}, {FINE_FACTOR_RANGE[1]}] or a finite "
+               f"array of shape ({n},) with values in ({lim.lo:.4g}, {lim.hi:.4g}) for task {task.value}")
+    f = np.asarray(fine_factor)
+    if f.shape != (n,) or f.dtype == bool or not np.issubdtype(f.dtype, np.number):
+        raise ValueError(f"{allowed}, got {f.dtype} array of shape {f.shape}")
+    f = f.astype(np.float64)
+    if not np.all(np.isfinite(f)):
+        raise ValueError(f"{allowed}, got non-finite values")
+    if f.min() <= lim.lo:
+        raise ValueError(f"{allowed}, got min {f.min():.4g}: at f <= {lim.lo:.4g} {lim.below}")
+    if f.max() >= lim.hi:
+        raise ValueError(f"{allowed}, got max {f.max():.4g}: at f >= {lim.hi:.4g} {lim.above}")
+    return f
+
+
+def sample_params(task, n: int, size: int = 32, seed: int = 0, *, fine_factor: float | np.ndarray = 1.0,
                   violate_coarse: bool = False) -> dict[str, np.ndarray]:
     """Ground-truth parameters of ``n`` images (see the module docstring for the ranges).
 
+    ``fine_factor``: one factor for all images (in ``FINE_FACTOR_RANGE``) or one per image, an (n,)
+    array inside ``FINE_FACTOR_LIMITS[task]`` (App. G.1 contrastive data); y/x = fine_factor * k.
     Lengths appear twice: ``"<key>_px"`` in pixels and ``"<key>"`` divided by ``size``. Colours are
     ``"<element>_{hue,sat,val}"`` (OpenCV HSV) and ``"<element>_{red,green,blue}"`` (0-255).
     ``"x"``, ``"y"``, ``"ratio"`` = y/x and ``"k"`` give the fine rule.
@@ -391,7 +457,7 @@ def sample_params(task, n: int, size: int = 32, seed: int = 0, *, fine_factor: f
     n = check_int("n", n, 1)
     size = check_int("size", size, 16, 512)
     seed = check_int("seed", seed, 0)
-    fine_factor = check_real("fine_factor", fine_factor, *FINE_FACTOR_RANGE)
+    fine_factor = _check_fine_factor(task, fine_factor, n)
     if not isinstance(violate_coarse, bool | np.bool_):
         raise ValueError(f"violate_coarse must be a bool, got {violate_coarse!r}")
     px, flags = _SAMPLERS[task](seed, n, size, fine_factor, bool(violate_coarse))
@@ -560,17 +626,19 @@ class TaskBatch:
         return self.params["y"]
 
 
-def generate(task, n: int, size: int = 32, seed: int = 0, *, fine_factor: float = 1.0,
+def generate(task, n: int, size: int = 32, seed: int = 0, *, fine_factor: float | np.ndarray = 1.0,
              violate_coarse: bool = False) -> TaskBatch:
     """``n`` images of ``task`` (App. C) at ``size`` x ``size`` px with their ground truth.
 
     Reproducible: the same (task, size, seed) gives the same images, and image i does not depend
-    on ``n``. ``fine_factor`` (in [0.5, 1.5]) scales y so that y/x = fine_factor * k;
-    ``violate_coarse`` breaks the coarse rule (negative controls, module docstring).
+    on ``n``. ``fine_factor`` (in [0.5, 1.5], or per image as in ``sample_params``) scales y so that
+    y/x = fine_factor * k; ``violate_coarse`` breaks the coarse rule (negative controls, module docstring).
     """
     params = sample_params(task, n, size, seed, fine_factor=fine_factor, violate_coarse=violate_coarse)
     task = Task.parse(task)
-    meta = {"task": task.value, "size": size, "seed": seed, "fine_factor": float(fine_factor),
+    per_image = np.ndim(fine_factor) > 0
+    meta = {"task": task.value, "size": size, "seed": seed,
+            "fine_factor": "per image: params ratio / k" if per_image else float(fine_factor),
             "violate_coarse": bool(violate_coarse)}
     return TaskBatch(render(task, params, size), params, task, meta)
 

@@ -9,6 +9,7 @@ import pytest
 from empirics.metrics import coarse_rule
 from empirics.tasks import (
     ELEMENTS,
+    FINE_FACTOR_LIMITS,
     TARGET_SLOPE,
     Task,
     TaskBatch,
@@ -190,3 +191,48 @@ def test_coverage_validation():
         disc_coverage([4.0], [4.0], [-1.0], 8)
     with pytest.raises(ValueError, match="cy"):
         disc_coverage([4.0, 5.0], [4.0], [1.0, 1.0], 8)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_per_image_fine_factor(task):
+    # an (n,) factor spanning the task's limits: y/x = f_i k per image, coarse rule kept, image i
+    # independent of n, a constant array identical to the scalar
+    t = Task(task)
+    lim = FINE_FACTOR_LIMITS[t]
+    f = np.linspace(lim.lo, lim.hi, 302)[1:-1]
+    p = sample_params(task, 300, 32, seed=12, fine_factor=f)
+    np.testing.assert_allclose(p["ratio"], f * TARGET_SLOPE[t], rtol=1e-12)
+    assert coarse_rule(task, p).all()
+    q = sample_params(task, 100, 32, seed=12, fine_factor=f[:100])
+    assert all(np.array_equal(p[k][:100], q[k]) for k in p)
+    scalar = sample_params(task, 50, 32, seed=2, fine_factor=1.2)
+    array = sample_params(task, 50, 32, seed=2, fine_factor=np.full(50, 1.2))
+    assert all(np.array_equal(scalar[k], array[k]) for k in scalar)
+    g = {k[:-3]: v for k, v in p.items() if k.endswith("_px")}
+    if task == "A":   # shadow in frame and out of the pole's shadow, sun centre off the pole
+        assert np.all((g["shadow_end"] >= 1 - 1e-9) & (g["shadow_end"] <= 31 + 1e-9))
+        assert np.all(np.abs(g["shadow_end"] - g["pole_x"]) >= g["pole_width"] / 2 + 1 - 1e-9)
+        assert np.all(np.abs(g["sun_x"] - g["pole_x"]) >= g["pole_width"] / 2 - 1e-9)
+    elif task == "B":
+        assert g["h2"].min() >= 1 - 1e-9
+    elif task == "C":
+        for e, r in (("small", "r_small"), ("large", "r_large")):
+            assert np.all(np.abs(g[f"{e}_x"] - 16) + g[r] <= 15 + 1e-9)
+            assert np.all(np.abs(g[f"{e}_y"] - 16) + g[r] <= 15 + 1e-9)
+    else:
+        assert np.all(g["bottom_y"] + g["side_bottom"] / 2 <= 31 + 1e-9)
+        assert np.all(g["bottom_y"] - g["side_bottom"] / 2 >= 17 - 1e-9)
+
+
+@pytest.mark.parametrize("fine_factor, words", [
+    (np.full(4, 1.1), r"shape \(3,\)"),
+    (np.ones((3, 1)), "shape"),
+    (np.array([True, True, True]), "bool"),
+    (np.array(["1", "1", "1"]), "array"),
+    (np.array([1.0, np.inf, 1.0]), "non-finite"),
+    (np.array([1.0, 0.6, 1.0]), "shadow"),
+    (np.array([1.0, 3.0, 1.0]), "sun"),
+])
+def test_per_image_fine_factor_validation(fine_factor, words):
+    with pytest.raises(ValueError, match=words):
+        sample_params("A", 3, fine_factor=fine_factor)
