@@ -7,7 +7,8 @@
   percentiles (Fig. 3/4 keep [2.5 %, 97.5 %]); R^2 = 1 - SS_res / SS_tot of that fit.
 * ``error_eq4``: eq. (4), Error = |b1 - k| + |b0| (bias) + sqrt(Var(y_hat - y)) (variance term),
   on the same trimmed points; Var uses ddof = 1.
-* ``conforming_fraction``: share of valid images with |y/x - k| <= rtol * k (Fig. 5a uses 0.01).
+* ``conforming`` / ``conforming_fraction``: which / what share of valid images have |y/x - k| <= rtol * k
+  (Fig. 5a uses 0.01).
 * ``summarize``: everything above plus invalid reasons, coarse violations and bootstrap 95 % CIs
   (percentile bootstrap over images, the trimming redone in each replicate).
 
@@ -27,7 +28,8 @@ from empirics._checks import check_int, check_real, check_trim
 from empirics.tasks import COARSE_C_RTOL, TARGET_SLOPE, Task, coarse_rule, feature_values, fine_xy
 
 __all__ = ["COARSE_C_RTOL", "coarse_rule", "fine_xy", "fine_ratio", "LinearFit", "trimmed_fit", "Eq4Error",
-           "error_eq4", "conforming_fraction", "bootstrap_ci", "binomial_ci", "summarize", "feature_errors"]
+           "error_eq4", "conforming", "conforming_fraction", "bootstrap_ci", "binomial_ci", "summarize",
+           "feature_errors"]
 
 
 def _xy(x, y) -> tuple[np.ndarray, np.ndarray]:
@@ -109,6 +111,14 @@ def error_eq4(x, y, fit: LinearFit, k: float) -> Eq4Error:
     return Eq4Error(abs(fit.beta1 - k), abs(fit.beta0), float(np.sqrt(np.var(resid, ddof=1))))
 
 
+def conforming(x, y, k: float, rtol: float = 0.01) -> np.ndarray:
+    """Per image: |y/x - k| <= rtol * k (inclusive); False where the ratio is undefined (x <= 0, NaN)."""
+    k = check_real("k", k, 0.0)
+    rtol = check_real("rtol", rtol, 0.0)
+    with np.errstate(invalid="ignore"):
+        return np.abs(fine_ratio(x, y) - k) <= rtol * k
+
+
 def conforming_fraction(x, y, k: float, rtol: float = 0.01) -> float:
     """Share of images with |y/x - k| <= rtol * k (Fig. 5a: rtol = 0.01)."""
     x, y = _xy(x, y)
@@ -116,7 +126,7 @@ def conforming_fraction(x, y, k: float, rtol: float = 0.01) -> float:
     rtol = check_real("rtol", rtol, 0.0)
     if x.size == 0:
         return float("nan")
-    return float(np.mean(np.abs(fine_ratio(x, y) - k) <= rtol * k))
+    return float(np.mean(conforming(x, y, k, rtol)))
 
 
 def binomial_ci(successes: int, trials: int, level: float = 0.95) -> tuple[float, float]:
