@@ -928,16 +928,26 @@ def save_samples(images: np.ndarray, task, out_dir, *, seeds: np.ndarray, meta: 
 
 def sample(run_dir, n: int, spec: SampleSpec = SampleSpec(), *, seed: int = 0, out=None, snapshot_step=None,
            batch_size: int = 256, device="auto", overwrite: bool = False, progress: bool = True,
-           compile_model: bool = False) -> Path:
-    """Sample ``n`` images from a run's EMA weights and save them (default ``<run>/samples/<spec.name>``).
+           compile_model: bool = False, guide: Guide | None = None) -> Path:
+    """Sample ``n`` images from a run's EMA weights and save them (default ``<run>/samples/<spec.name>``,
+    with ``-<guide.name>`` appended for a guided set, e.g. ``ddim-50-eta1-guided-constant-s7``).
 
-    Returns the output folder; its ``sample.json`` records the spec, seeds, step and wall time.
+    Returns the output folder; its ``sample.json`` records the spec, seeds, step, guide and wall time.
+    ``guide``: classifier guidance (a :class:`Guide`, ``empirics.guidance.ClassifierGuide``), whose
+    classifier is moved to the run's device.
     """
     n = check_int("n", n, 1)
     if not isinstance(spec, SampleSpec):
         raise ValueError(f"spec must be a SampleSpec, got {type(spec).__name__}")
+    if guide is not None and not isinstance(guide, Guide):
+        raise ValueError(f"guide must have scales(n_steps) and grad_log_prob(x_t, t) (a Guide), "
+                         f"got {type(guide).__name__}")
     run = load_run(run_dir, snapshot_step=snapshot_step, device=device)
     name = spec.name if snapshot_step is None else f"{spec.name}-step{run.step}"
+    if guide is not None:
+        name = f"{name}-{getattr(guide, 'name', 'guided')}"
+        if hasattr(guide, "to"):
+            guide.to(next(run.model.parameters()).device)
     out = Path(out) if out is not None else run.files.samples / name
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ValueError(f"{str(out)!r} already holds samples; pass --overwrite to replace them")
@@ -946,14 +956,15 @@ def sample(run_dir, n: int, spec: SampleSpec = SampleSpec(), *, seed: int = 0, o
         images = sample_images(run.model, n, run.config.size, spec, seed=seed, batch_size=batch_size,
                                device=next(run.model.parameters()).device, progress=progress,
                                channels_last=run.config.channels_last and run.config.backbone == "unet",
-                               compile_model=compile_model)
+                               compile_model=compile_model, guide=guide)
     seconds = time.perf_counter() - t0
     meta = {"run": str(run.files.root), "task": run.config.task, "preset": run.config.preset,
             "train_step": run.step, "sampler": spec.sampler.value, "steps": spec.steps, "eta": spec.eta,
             "n": n, "seed": seed, "seeds": f"{seed}..{seed + n - 1} (sample i uses seed + i)",
             "batch_size": batch_size, "compiled": compile_model, "seconds": round(seconds, 2),
             "torch_threads": torch.get_num_threads(),
-            "device": str(next(run.model.parameters()).device), "peak_rss_mib": round(peak_rss_mib(), 1)}
+            "device": str(next(run.model.parameters()).device), "peak_rss_mib": round(peak_rss_mib(), 1),
+            "guidance": guide.describe() if hasattr(guide, "describe") else (None if guide is None else repr(guide))}
     return save_samples(images, run.config.task, out, seeds=np.arange(seed, seed + n), meta=meta,
                         overwrite=overwrite)
 

@@ -67,6 +67,15 @@ def add_sample_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing samples")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the denoiser first (about a minute; faster for long runs on a CPU)")
+    p.add_argument("--classifier", default=None,
+                   help="classifier guidance (Section 5): a checkpoint (or folder) written by "
+                   "'hidden-rules classifier' for the run's task and image size")
+    p.add_argument("--guidance", choices=["constant", "piecewise"], default=None,
+                   help="guidance scale schedule (default: App. G.1's choice, piecewise for C, constant otherwise)")
+    p.add_argument("--scale", type=float, default=None,
+                   help="guidance scale (default: App. G.1's, 7 for A and C, 10 for B and D)")
+    p.add_argument("--last-k", type=int, default=20,
+                   help="sampling steps the piecewise ramp spans (default 20, App. G.1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -139,9 +148,30 @@ def run_sample(args) -> int:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.seed < 0:
         raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    config = ddpm.read_config(args.run)
+    guide = _guide(args, config, len_steps=steps)
     out = ddpm.sample(args.run, args.n, spec, seed=args.seed, out=args.out, snapshot_step=args.snapshot,
                       batch_size=args.batch_size, device=args.device, overwrite=args.overwrite,
-                      progress=not args.no_progress, compile_model=args.compile)
-    config = ddpm.read_config(args.run)
+                      progress=not args.no_progress, compile_model=args.compile, guide=guide)
     print(f"{args.n} samples ({spec.name}) written to {out}; evaluate with: hidden-rules eval {config.task} {out}")
     return 0
+
+
+def _guide(args, config: ddpm.DDPMConfig, len_steps: int):
+    """The classifier guide asked for by --classifier/--guidance/--scale/--last-k (None without --classifier)."""
+    if args.classifier is None:
+        if args.guidance is not None or args.scale is not None:
+            raise ValueError("--guidance and --scale need --classifier "
+                             "(a checkpoint written by 'hidden-rules classifier')")
+        return None
+    from empirics import guidance
+
+    paper = guidance.paper_schedule(config.task)
+    try:
+        schedule = guidance.GuidanceSchedule(args.guidance or paper.kind,
+                                             paper.scale if args.scale is None else args.scale, args.last_k)
+        schedule.scales(len_steps)
+    except ValueError as exc:
+        raise ValueError(f"--guidance/--scale/--last-k: {exc}") from exc
+    clf = guidance.load_classifier(args.classifier, task=config.task, size=config.size)
+    return guidance.ClassifierGuide(clf, schedule, source=str(args.classifier))

@@ -647,8 +647,9 @@ class ClassifierGuide:
     """
 
     def __init__(self, classifier: TimeConditionedClassifier, schedule: GuidanceSchedule,
-                 target: int = RULE_CLASS):
+                 target: int = RULE_CLASS, source: str | None = None):
         _check_classifier(classifier)
+        self.source = None if source is None else str(source)     # where the classifier came from (sample.json)
         if not isinstance(schedule, GuidanceSchedule):
             raise ValueError(f"schedule must be a GuidanceSchedule, got {type(schedule).__name__}")
         self.classifier = classifier
@@ -657,6 +658,24 @@ class ClassifierGuide:
 
     def scales(self, n_steps: int) -> np.ndarray:
         return self.schedule.scales(n_steps)
+
+    @property
+    def name(self) -> str:
+        """Suffix of a guided sample set's folder, e.g. ``guided-constant-s7`` or ``guided-piecewise-s7-k20``."""
+        s = self.schedule
+        tail = f"-k{s.last_k}" if s.kind is GuidanceKind.PIECEWISE else ""
+        target = "" if self.target == RULE_CLASS else f"-y{self.target}"
+        return f"guided-{s.kind.value}-s{s.scale:g}{tail}{target}"
+
+    def describe(self) -> dict:
+        """JSON-able record of the guide (``sample.json``)."""
+        s = self.schedule
+        return {"kind": s.kind.value, "scale": s.scale, "last_k": s.last_k, "target": self.target,
+                "classifier": self.source}
+
+    def to(self, device) -> ClassifierGuide:
+        self.classifier.to(device)
+        return self
 
     def grad_log_prob(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         dev = _module_device(self.classifier)
