@@ -56,6 +56,7 @@ import numpy as np
 import torch
 
 from empirics._checks import check_int, check_real
+from empirics._config import JsonConfig
 from empirics.atomic import atomic_folder, atomic_torch_save, atomic_write_text
 from empirics.io import load_npz, save_npz
 from empirics.tasks import Task, generate
@@ -95,8 +96,10 @@ class CheckpointError(ValueError):
 
 
 @dataclass(frozen=True)
-class DDPMConfig:
+class DDPMConfig(JsonConfig):
     """Everything that defines a training run; stored as the run's ``config.json``."""
+
+    TUPLE_FIELDS = ("channels", "attention")
 
     task: str
     preset: str
@@ -184,20 +187,6 @@ class DDPMConfig:
     def epochs(self) -> float:
         return self.train_steps / self.steps_per_epoch
 
-    def to_json(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, obj: dict) -> DDPMConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(obj) - names)
-        if unknown:
-            raise ValueError(f"unknown config keys {unknown}")
-        obj = dict(obj)
-        for k in ("channels", "attention"):
-            if k in obj:
-                obj[k] = tuple(obj[k])
-        return cls(**obj)
 
 
 PRESETS_NAMES = ("paper", "cpu", "smoke")

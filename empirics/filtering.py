@@ -66,6 +66,7 @@ import numpy as np
 import torch
 
 from empirics._checks import check_choice, check_int, check_real
+from empirics._config import JsonConfig
 from empirics.atomic import atomic_torch_save
 from empirics.contrastive import ContrastiveClass
 from empirics.ddpm import _device, to_model_space
@@ -95,8 +96,11 @@ class Architecture(str, enum.Enum):
 
 
 @dataclass(frozen=True)
-class FilterConfig:
+class FilterConfig(JsonConfig):
     """Everything that defines one classifier training (defaults: App. G.2 where it gives a value)."""
+
+    TUPLE_FIELDS = ("hidden", "channels", "attention")
+    KIND = "filter config"
 
     architecture: Architecture
     epochs: int = 100               # App. G.2
@@ -153,26 +157,6 @@ class FilterConfig:
             if any(not isinstance(a, bool) for a in self.attention):
                 raise ValueError(f"attention flags must be True or False, got {self.attention!r}")
 
-    def to_json(self) -> dict:
-        out = dataclasses.asdict(self)
-        out["architecture"] = self.architecture.value
-        for name in ("hidden", "channels", "attention"):
-            out[name] = list(out[name])
-        return out
-
-    @classmethod
-    def from_json(cls, obj: dict) -> FilterConfig:
-        if not isinstance(obj, dict):
-            raise ValueError(f"a filter config must be a mapping, got {type(obj).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(obj) - names)
-        if unknown:
-            raise ValueError(f"unknown filter config keys {unknown}; allowed: {sorted(names)}")
-        obj = dict(obj)
-        for name in ("hidden", "channels", "attention"):
-            if name in obj:
-                obj[name] = tuple(obj[name])
-        return cls(**obj)
 
 
 # Preset -> common fields and per-architecture fields.

@@ -49,6 +49,7 @@ import numpy as np
 import torch
 
 from empirics._checks import check_choice, check_int, check_real
+from empirics._config import JsonConfig
 from empirics.atomic import atomic_torch_save, atomic_write_text
 from empirics.ddpm import T_STEPS, CheckpointError, _device, _progress, _step_generator, scheduler, to_model_space
 from empirics.tasks import Task
@@ -118,8 +119,11 @@ CLASSIFIER_PRESET_NAMES = ("paper", "cpu", "smoke")
 
 
 @dataclass(frozen=True)
-class ClassifierConfig:
+class ClassifierConfig(JsonConfig):
     """Everything that defines a classifier and its training (eq. (3), App. G.1); stored in its checkpoint."""
+
+    TUPLE_FIELDS = ("channels", "attention")
+    KIND = "classifier config"
 
     task: str
     preset: str
@@ -171,20 +175,6 @@ class ClassifierConfig:
         check_int("checkpoint_every", self.checkpoint_every, 1)
         check_int("log_every", self.log_every, 1)
 
-    def to_json(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, obj: dict) -> ClassifierConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(obj) - names)
-        if unknown:
-            raise ValueError(f"unknown classifier config keys {unknown}")
-        obj = dict(obj)
-        for k in ("channels", "attention"):
-            if k in obj:
-                obj[k] = tuple(obj[k])
-        return cls(**obj)
 
 
 CLASSIFIER_PRESETS: dict[str, dict] = {
