@@ -57,3 +57,31 @@ def check_trim(trim) -> tuple[float, float]:
     if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo < hi <= 100):
         raise ValueError(f"trim must be two percentiles (lo, hi) with 0 <= lo < hi <= 100, got {trim!r}")
     return lo, hi
+
+
+def check_rgb_images(images, size: int | None = None) -> np.ndarray:
+    """uint8 RGB images [N, S, S, 3] with N >= 1 and S >= 8 (and S == ``size`` when given: a classifier's)."""
+    imgs = np.asarray(images)
+    if imgs.ndim != 4 or imgs.shape[3] != 3 or imgs.shape[1] != imgs.shape[2] or imgs.dtype != np.uint8:
+        raise ValueError(f"images must be uint8 RGB [N, S, S, 3], got {imgs.dtype} {imgs.shape}")
+    if len(imgs) == 0:
+        raise ValueError("images must hold at least one image")
+    if imgs.shape[1] < 8:
+        raise ValueError(f"images must be at least 8 x 8 px, got {imgs.shape[1]} x {imgs.shape[2]}")
+    if size is not None and imgs.shape[1] != size:
+        raise ValueError(f"this classifier was trained on {size} x {size} px images, got {imgs.shape[1]} x "
+                         f"{imgs.shape[2]}")
+    return imgs
+
+
+def check_class_labels(labels, n: int, n_classes: int = 3) -> np.ndarray:
+    """One integer class label in {0, ..., n_classes - 1} per image, as int64 (n,)."""
+    lab = np.asarray(labels)
+    allowed = "{" + ", ".join(str(c) for c in range(n_classes)) + "}"
+    if lab.ndim != 1 or lab.shape[0] != n or lab.dtype == bool or not np.issubdtype(lab.dtype, np.integer):
+        raise ValueError(f"labels must be {n} integers in {allowed} (a 1-D array, one label per image); "
+                         f"got {lab.dtype} of shape {lab.shape}")
+    bad = np.setdiff1d(np.unique(lab), np.arange(n_classes))
+    if bad.size:
+        raise ValueError(f"labels must be in {allowed} (App. G.1's classes), got {bad.tolist()}")
+    return lab.astype(np.int64)

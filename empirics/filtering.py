@@ -65,7 +65,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from empirics._checks import check_choice, check_int, check_real
+from empirics._checks import check_choice, check_class_labels, check_int, check_real, check_rgb_images
 from empirics._config import JsonConfig
 from empirics.atomic import atomic_torch_save
 from empirics.contrastive import ContrastiveClass
@@ -311,32 +311,6 @@ def build_classifier(config: FilterConfig, size: int) -> torch.nn.Module:
 # Data
 
 
-def _check_images(images, size: int | None = None) -> np.ndarray:
-    imgs = np.asarray(images)
-    if imgs.ndim != 4 or imgs.shape[3] != 3 or imgs.shape[1] != imgs.shape[2] or imgs.dtype != np.uint8:
-        raise ValueError(f"images must be uint8 RGB [N, S, S, 3], got {imgs.dtype} {imgs.shape}")
-    if len(imgs) == 0:
-        raise ValueError("images must hold at least one image")
-    if imgs.shape[1] < 8:
-        raise ValueError(f"images must be at least 8 x 8 px, got {imgs.shape[1]} x {imgs.shape[2]}")
-    if size is not None and imgs.shape[1] != size:
-        raise ValueError(f"this classifier was trained on {size} x {size} px images, got {imgs.shape[1]} x "
-                         f"{imgs.shape[2]}")
-    return imgs
-
-
-def _check_labels(labels, n: int) -> np.ndarray:
-    lab = np.asarray(labels)
-    if lab.ndim != 1 or lab.shape[0] != n:
-        raise ValueError(f"labels must be a 1-D array with one label per image ({n}), got shape {lab.shape}")
-    if lab.dtype == bool or not np.issubdtype(lab.dtype, np.integer):
-        raise ValueError(f"labels must be integers in {{0, 1, 2}}, got dtype {lab.dtype}")
-    bad = np.setdiff1d(np.unique(lab), np.arange(N_CLASSES))
-    if bad.size:
-        raise ValueError(f"labels must be in {{0, 1, 2}} (App. G.1's classes), got {bad.tolist()}")
-    return lab.astype(np.int64)
-
-
 def _as_input(images: np.ndarray) -> torch.Tensor:
     """uint8 NHWC -> float32 NCHW in [-1, 1] (the DDPM's scaling)."""
     return to_model_space(torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)).contiguous()
@@ -356,7 +330,7 @@ def train_test_split(labels, test_fraction: float = 0.2, seed: int = 0, stratifi
     lab = np.asarray(labels)
     if lab.ndim != 1:
         raise ValueError(f"labels must be 1-D, got shape {lab.shape}")
-    lab = _check_labels(lab, len(lab))
+    lab = check_class_labels(lab, len(lab))
     fraction = check_real("test_fraction", test_fraction, 0.0, 1.0)
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"test_fraction must be strictly between 0 and 1, got {test_fraction!r}")
@@ -400,7 +374,7 @@ class TrainedFilter:
 
     def predict_proba(self, images, batch_size: int = PREDICT_BATCH) -> np.ndarray:
         """Class probabilities float64 [N, 3] (softmax of the logits, computed in float64)."""
-        imgs = _check_images(images, self.size)
+        imgs = check_rgb_images(images, self.size)
         batch_size = check_int("batch_size", batch_size, 1)
         return _probabilities(self.model, imgs, batch_size)
 
@@ -433,8 +407,8 @@ def train_filter(images, labels, config: FilterConfig, *, progress: bool = False
     """
     if not isinstance(config, FilterConfig):
         raise ValueError(f"config must be a FilterConfig (see filter_config), got {type(config).__name__}")
-    imgs = _check_images(images)
-    lab = _check_labels(labels, len(imgs))
+    imgs = check_rgb_images(images)
+    lab = check_class_labels(labels, len(imgs))
     train_idx, test_idx = train_test_split(lab, config.test_fraction, config.seed, config.stratified)
     dev = _device(device)
     size = int(imgs.shape[1])

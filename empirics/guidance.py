@@ -48,7 +48,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from empirics._checks import check_choice, check_int, check_real
+from empirics._checks import check_choice, check_class_labels, check_int, check_real, check_rgb_images
 from empirics._config import JsonConfig
 from empirics.atomic import atomic_torch_save, atomic_write_text
 from empirics.ddpm import T_STEPS, CheckpointError, _device, _progress, _step_generator, scheduler, to_model_space
@@ -307,24 +307,6 @@ class LogColumn(enum.IntEnum):
     SECONDS = 5
 
 
-def _check_images(images, size: int | None = None) -> np.ndarray:
-    images = np.asarray(images)
-    if images.ndim != 4 or images.shape[3] != 3 or images.shape[1] != images.shape[2] or images.dtype != np.uint8:
-        raise ValueError(f"images must be uint8 [N, S, S, 3], got {images.dtype} {images.shape}")
-    if size is not None and images.shape[1] != size:
-        raise ValueError(f"images are {images.shape[1]} px but the classifier is for {size} px")
-    return images
-
-
-def _check_labels(labels, n: int) -> np.ndarray:
-    labels = np.asarray(labels)
-    if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"labels must be {n} integers (one per image), got {labels.dtype} {labels.shape}")
-    if labels.size and (labels.min() < 0 or labels.max() >= N_CLASSES):
-        raise ValueError(f"labels must be classes 0..{N_CLASSES - 1}, got values in [{labels.min()}, {labels.max()}]")
-    return labels.astype(np.int64)
-
-
 def _data_digest(images: np.ndarray, labels: np.ndarray) -> str:
     h = hashlib.sha256()
     h.update(str(images.shape).encode())
@@ -387,8 +369,8 @@ def train_classifier(images_uint8, labels, config: ClassifierConfig, out_dir, *,
     """
     if not isinstance(config, ClassifierConfig):
         raise ValueError(f"config must be a ClassifierConfig, got {type(config).__name__}")
-    images = _check_images(images_uint8, config.size)
-    labels = _check_labels(labels, len(images))
+    images = check_rgb_images(images_uint8, config.size)
+    labels = check_class_labels(labels, len(images))
     if config.batch_size > len(images):
         raise ValueError(f"batch_size ({config.batch_size}) must not exceed the number of images ({len(images)})")
     if max_steps is not None:
@@ -514,8 +496,8 @@ def classifier_accuracy(classifier, images_uint8, labels, t_values, *, seed: int
     App. G.1 reports 0.57 / 0.51 / 0.55 / 0.63 (Tasks A-D) on the *training* data, t not stated
     (:data:`PAPER_TRAIN_ACCURACY`); accuracy falls toward 1/3 as t grows and x_t forgets x_0.
     """
-    images = _check_images(images_uint8)
-    labels = _check_labels(labels, len(images))
+    images = check_rgb_images(images_uint8)
+    labels = check_class_labels(labels, len(images))
     t_list = [check_int("t", t, 0, T_STEPS - 1) for t in np.atleast_1d(np.asarray(t_values)).tolist()]
     if not t_list:
         raise ValueError("t_values must hold at least one timestep")
@@ -540,7 +522,7 @@ def _check_classifier(classifier) -> torch.nn.Module:
 
 def _log_probs(classifier, images_uint8, t: int, seed: int, batch_size: int) -> np.ndarray:
     config = getattr(_check_classifier(classifier), "config", None)
-    images = _check_images(images_uint8, config.size if isinstance(config, ClassifierConfig) else None)
+    images = check_rgb_images(images_uint8, config.size if isinstance(config, ClassifierConfig) else None)
     t = check_int("t", t, 0, T_STEPS - 1)
     seed = check_int("seed", seed, 0)
     batch_size = check_int("batch_size", batch_size, 1)

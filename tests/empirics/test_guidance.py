@@ -315,7 +315,7 @@ def test_checkpoint_for_another_task_or_size_or_corrupt_is_refused(tmp_path, tra
 def test_bad_training_input(tmp_path, contrastive_images):
     images, labels = contrastive_images
     cfg = gd.make_classifier_config("A", "smoke")
-    with pytest.raises(ValueError, match="classifier is for 32 px"):
+    with pytest.raises(ValueError, match="classifier was trained on 32 x 32 px images"):
         gd.train_classifier(images[:, :16, :16], labels, cfg, tmp_path / "a")
     with pytest.raises(ValueError, match="classes 0..2"):
         gd.train_classifier(images, labels + 1, cfg, tmp_path / "b")
