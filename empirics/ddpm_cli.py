@@ -148,16 +148,16 @@ def run_sample(args) -> int:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.seed < 0:
         raise ValueError(f"--seed must be >= 0, got {args.seed}")
-    config = ddpm.read_config(args.run)
-    guide = _guide(args, config, len_steps=steps)
+    guide = _guide(args, len_steps=steps)
     out = ddpm.sample(args.run, args.n, spec, seed=args.seed, out=args.out, snapshot_step=args.snapshot,
                       batch_size=args.batch_size, device=args.device, overwrite=args.overwrite,
                       progress=not args.no_progress, compile_model=args.compile, guide=guide)
+    config = ddpm.read_config(args.run)
     print(f"{args.n} samples ({spec.name}) written to {out}; evaluate with: hidden-rules eval {config.task} {out}")
     return 0
 
 
-def _guide(args, config: ddpm.DDPMConfig, len_steps: int):
+def _guide(args, len_steps: int):
     """The classifier guide asked for by --classifier/--guidance/--scale/--last-k (None without --classifier)."""
     if args.classifier is None:
         if args.guidance is not None or args.scale is not None:
@@ -165,6 +165,8 @@ def _guide(args, config: ddpm.DDPMConfig, len_steps: int):
                              "(a checkpoint written by 'hidden-rules classifier')")
         return None
     from empirics import guidance
+
+    config = ddpm.read_config(args.run)
 
     paper = guidance.paper_schedule(config.task)
     try:
