@@ -57,7 +57,7 @@ import torch
 
 from empirics._checks import check_int, check_real
 from empirics._config import JsonConfig
-from empirics.atomic import atomic_folder, atomic_torch_save, atomic_write_text
+from empirics.atomic import atomic_folder, atomic_torch_save, atomic_write_bytes, atomic_write_text
 from empirics.io import load_npz, save_npz
 from empirics.tasks import Task, generate
 
@@ -824,7 +824,8 @@ def reverse_step(sched, spec: SampleSpec, x: torch.Tensor, t, eps: torch.Tensor,
 
 def sample_images(model, n: int, size: int, spec: SampleSpec = SampleSpec(), *, seed: int = 0,
                   batch_size: int = 256, device="auto", progress: bool = False, channels_last: bool = False,
-                  guide: Guide | None = None, compile_model: bool = False) -> np.ndarray:
+                  guide: Guide | None = None, compile_model: bool = False, done: np.ndarray | None = None,
+                  on_batch=None) -> np.ndarray:
     """``n`` samples (uint8 [n, size, size, 3] RGB) of the reverse process ``spec`` for ``eps = model(x_t, t)``.
 
     Sample i uses the seed ``seed + i`` for its initial noise and every noise draw after it, so it
@@ -834,6 +835,11 @@ def sample_images(model, n: int, size: int, spec: SampleSpec = SampleSpec(), *, 
     computed and nothing is added, so a guide of scale 0 returns the unguided samples bit for bit.
     ``None`` samples the model as is. ``compile_model`` runs the model through ``torch.compile``
     (every batch is padded to ``batch_size`` so that it compiles once).
+
+    Resuming: ``done`` holds the first k finished samples (k a multiple of ``batch_size``, or n), which
+    are kept and not drawn again; ``on_batch(stop, images)`` is called after each batch with the
+    samples ``images[:stop]`` finished so far. Batches keep their composition (rows
+    ``[j·batch_size, (j+1)·batch_size)``), so a resumed set equals an uninterrupted one bit for bit.
     """
     n = check_int("n", n, 1)
     size = check_int("size", size, 1)
@@ -853,14 +859,27 @@ def sample_images(model, n: int, size: int, spec: SampleSpec = SampleSpec(), *, 
         raise ValueError(f"guide.scales({n_steps}) must give {n_steps} finite scales, got {len(scales)}")
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     out = np.empty((n, size, size, 3), np.uint8)
+    first = 0
+    if done is not None:
+        done = np.asarray(done)
+        first = len(done)
+        if done.dtype != np.uint8 or done.shape[1:] != (size, size, 3) or done.ndim != 4:
+            raise ValueError(f"done must be uint8 [k, {size}, {size}, 3], got {done.dtype} {done.shape}")
+        if first > n or (first % batch_size and first != n):
+            raise ValueError(f"done must hold a whole number of batches of {batch_size} (or all {n} "
+                             f"samples), got {first}")
+        out[:first] = done
+    if on_batch is not None and not callable(on_batch):
+        raise ValueError(f"on_batch must be callable(stop, images) or None, got {type(on_batch).__name__}")
     n_batches = math.ceil(n / batch_size)
     total = n_batches * n_steps
-    bar = _progress(range(total), progress, f"sample {spec.name}", 0, total)
+    initial = (first // batch_size) * n_steps if first < n else total
+    bar = _progress(range(initial, total), progress, f"sample {spec.name}", initial, total)
     ticks = iter(bar)
     net = torch.compile(model, dynamic=False) if compile_model else model
     # Guidance differentiates through the classifier, so only the denoiser runs in inference mode.
     with torch.inference_mode() if guide is None else contextlib.nullcontext():
-        for start in range(0, n, batch_size):
+        for start in range(first, n, batch_size):
             stop = min(n, start + batch_size)
             # padding rows (compiled model only) use seeds past the last sample and are discarded
             rows = range(start, start + batch_size) if compile_model else range(start, stop)
@@ -875,6 +894,8 @@ def sample_images(model, n: int, size: int, spec: SampleSpec = SampleSpec(), *, 
                 x = reverse_step(sched, spec, x, t, eps, gens, scale=scales[i], grad=grad)
                 next(ticks, None)
             out[start:stop] = to_uint8(x[: stop - start])
+            if on_batch is not None:
+                on_batch(stop, out)
     if hasattr(bar, "close"):
         bar.close()
     return out
@@ -924,6 +945,12 @@ def sample(run_dir, n: int, spec: SampleSpec = SampleSpec(), *, seed: int = 0, o
     Returns the output folder; its ``sample.json`` records the spec, seeds, step, guide and wall time.
     ``guide``: classifier guidance (a :class:`Guide`, ``empirics.guidance.ClassifierGuide``), whose
     classifier is moved to the run's device.
+
+    Long sets resume: after each batch the finished samples are written atomically to
+    ``.<out name>.partial.npz`` beside ``out``. A later call with the same run step, sampler, seed,
+    ``n``, batch size, compilation and guide continues from there (the set equals an uninterrupted
+    one bit for bit; ``seconds`` sums the sessions' sampling time); any other call is refused until
+    that file is removed. The file is deleted once the set is saved.
     """
     n = check_int("n", n, 1)
     if not isinstance(spec, SampleSpec):
@@ -940,22 +967,70 @@ def sample(run_dir, n: int, spec: SampleSpec = SampleSpec(), *, seed: int = 0, o
     out = Path(out) if out is not None else run.files.samples / name
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ValueError(f"{str(out)!r} already holds samples; pass --overwrite to replace them")
+    batch_size = check_int("batch_size", batch_size, 1)
+    partial = _PartialSamples(out.with_name(f".{out.name}.partial.npz"), {
+        "run": str(run.files.root.resolve()), "train_step": run.step, "sampler": spec.name, "seed": seed,
+        "n": n, "batch_size": batch_size, "compiled": bool(compile_model),
+        "guidance": guide.describe() if hasattr(guide, "describe") else (None if guide is None else repr(guide))})
+    done, seconds_before, sessions = partial.load(run.config.size)
     t0 = time.perf_counter()
+
+    def checkpoint(stop: int, images: np.ndarray) -> None:
+        if stop < n:
+            partial.save(images[:stop], seconds_before + time.perf_counter() - t0, sessions)
+
     with ema_weights(run.model, run.ema):
         images = sample_images(run.model, n, run.config.size, spec, seed=seed, batch_size=batch_size,
                                device=next(run.model.parameters()).device, progress=progress,
                                channels_last=run.config.channels_last and run.config.backbone == "unet",
-                               compile_model=compile_model, guide=guide)
-    seconds = time.perf_counter() - t0
+                               compile_model=compile_model, guide=guide, done=done, on_batch=checkpoint)
+    seconds = seconds_before + time.perf_counter() - t0
     meta = {"run": str(run.files.root), "task": run.config.task, "preset": run.config.preset,
             "train_step": run.step, "sampler": spec.sampler.value, "steps": spec.steps, "eta": spec.eta,
             "n": n, "seed": seed, "seeds": f"{seed}..{seed + n - 1} (sample i uses seed + i)",
             "batch_size": batch_size, "compiled": compile_model, "seconds": round(seconds, 2),
             "torch_threads": torch.get_num_threads(),
             "device": str(next(run.model.parameters()).device), "peak_rss_mib": round(peak_rss_mib(), 1),
-            "guidance": guide.describe() if hasattr(guide, "describe") else (None if guide is None else repr(guide))}
-    return save_samples(images, run.config.task, out, seeds=np.arange(seed, seed + n), meta=meta,
-                        overwrite=overwrite)
+            "guidance": partial.key["guidance"]}
+    if sessions > 1:
+        meta["sessions"] = sessions
+        meta["timing"] = f"summed over {sessions} sessions (resumed from {partial.path.name})"
+    saved = save_samples(images, run.config.task, out, seeds=np.arange(seed, seed + n), meta=meta,
+                         overwrite=overwrite)
+    partial.path.unlink(missing_ok=True)
+    return saved
+
+
+class _PartialSamples:
+    """The finished leading samples of an interrupted :func:`sample` call, with what they were drawn by."""
+
+    def __init__(self, path: Path, key: dict):
+        self.path, self.key = path, json.loads(json.dumps(key))  # as it reads back (tuples become lists)
+
+    def load(self, size: int) -> tuple[np.ndarray | None, float, int]:
+        """(images so far or None, seconds spent, number of this session); a mismatch is refused."""
+        if not self.path.exists():
+            return None, 0.0, 1
+        try:
+            with np.load(self.path) as z:
+                images, meta = z["images"], json.loads(str(z["meta"]))
+        except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same message
+            raise ValueError(f"{str(self.path)!r} (samples of an interrupted run) is unreadable ({exc}); "
+                             f"delete it to start the set again") from exc
+        if meta.get("key") != self.key:
+            diff = sorted(k for k in self.key if meta.get("key", {}).get(k) != self.key[k])
+            raise ValueError(f"{str(self.path)!r} holds an interrupted set drawn with other settings "
+                             f"({', '.join(diff)} differ); resume with the same settings or delete it")
+        if images.dtype != np.uint8 or images.shape[1:] != (size, size, 3):
+            raise ValueError(f"{str(self.path)!r} holds images of shape {images.shape}, expected "
+                             f"[k, {size}, {size}, 3]; delete it to start the set again")
+        return images, float(meta["seconds"]), int(meta["sessions"]) + 1
+
+    def save(self, images: np.ndarray, seconds: float, sessions: int) -> None:
+        meta = {"key": self.key, "seconds": seconds, "sessions": sessions}
+        buf = io.BytesIO()
+        np.savez(buf, images=images, meta=np.array(json.dumps(meta)))
+        atomic_write_bytes(self.path, buf.getvalue())
 
 
 class EmpiricalDenoiser(torch.nn.Module):

@@ -335,3 +335,55 @@ def test_config_validation():
         ddpm.SampleSpec("euler", 10)
     with pytest.raises(ValueError, match="eta"):
         ddpm.SampleSpec("ddim", 10, 1.5)
+
+
+def test_interrupted_sampling_resumes_bit_identically(tmp_path, monkeypatch):
+    """A set killed after its first batch resumes from the partial file and equals an uninterrupted one."""
+    run = tmp_path / "run"
+    ddpm.train(run, tiny(), progress=False)
+    spec = ddpm.SampleSpec("ddim", 4, 1.0)
+    straight = ddpm.sample(run, 5, spec, out=tmp_path / "straight", batch_size=2, device="cpu", progress=False)
+
+    real_save = ddpm._PartialSamples.save
+    calls = []
+
+    def save_then_die(self, images, seconds, sessions):
+        real_save(self, images, seconds, sessions)
+        calls.append(len(images))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ddpm._PartialSamples, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        ddpm.sample(run, 5, spec, out=tmp_path / "resumed", batch_size=2, device="cpu", progress=False)
+    partial = tmp_path / ".resumed.partial.npz"
+    assert calls == [2] and partial.exists() and not (tmp_path / "resumed").exists()
+
+    # other settings are refused while the partial file is there, and it is left untouched
+    with pytest.raises(ValueError, match="batch_size differ"):
+        ddpm.sample(run, 5, spec, out=tmp_path / "resumed", batch_size=3, device="cpu", progress=False)
+
+    monkeypatch.setattr(ddpm._PartialSamples, "save", real_save)
+    drawn = []
+    real_sample_images = ddpm.sample_images
+
+    def counting(*args, **kw):
+        drawn.append(len(kw["done"]) if kw.get("done") is not None else 0)
+        return real_sample_images(*args, **kw)
+
+    monkeypatch.setattr(ddpm, "sample_images", counting)
+    resumed = ddpm.sample(run, 5, spec, out=tmp_path / "resumed", batch_size=2, device="cpu", progress=False)
+    assert drawn == [2]  # the first batch was not drawn again
+    with np.load(straight / "samples.npz") as a, np.load(resumed / "samples.npz") as b:
+        assert np.array_equal(a["images"], b["images"]) and np.array_equal(a["seeds"], b["seeds"])
+    meta = json.loads((resumed / "sample.json").read_text())
+    assert meta["sessions"] == 2 and "summed over 2 sessions" in meta["timing"]
+    assert not partial.exists()
+
+
+def test_sample_images_done_must_be_whole_batches():
+    model = ddpm.EmpiricalDenoiser(np.full((2, 8, 8, 3), 255, np.uint8))
+    spec = ddpm.SampleSpec("ddim", 2, 0.0)
+    with pytest.raises(ValueError, match="whole number of batches"):
+        ddpm.sample_images(model, 4, 8, spec, batch_size=2, device="cpu", done=np.zeros((1, 8, 8, 3), np.uint8))
+    with pytest.raises(ValueError, match="done must be uint8"):
+        ddpm.sample_images(model, 4, 8, spec, batch_size=2, device="cpu", done=np.zeros((2, 8, 8, 3)))
