@@ -63,6 +63,24 @@ def filter_path(run_dir, architecture) -> Path:
     return Path(run_dir) / FILTERS_DIR / f"{arch.value}.pt"
 
 
+def best_filter(run_dir) -> str | None:
+    """The run's filter architecture with the highest test accuracy (App. G.2: "based on test accuracy",
+    the paper's choice of MLP for Tasks A and B and U-Net for C and D), or None if it has no filter.
+
+    Ties go to the simpler net (the order of ``filtering.Architecture``). The choice is made on the
+    filters' test split, as the paper's was; it is not an unbiased estimate of the chosen filter's accuracy.
+    """
+    folder = Path(run_dir) / FILTERS_DIR
+    scored = []
+    for rank, arch in enumerate(filtering.Architecture):
+        record = folder / f"{arch.value}.json"
+        if record.is_file() and (folder / f"{arch.value}.pt").is_file():
+            acc = json.loads(record.read_text()).get("test_accuracy")
+            if acc is not None:
+                scored.append((-float(acc), rank, arch.value))
+    return min(scored)[2] if scored else None
+
+
 def _accuracy_by_t(clf, images, labels, t_values) -> dict[str, float]:
     return {str(t): a for t, a in guidance.classifier_accuracy(clf, images, labels, t_values).items()}
 
@@ -146,9 +164,16 @@ def table2_row(run_dir, samples: str, *, guided: str | None = None, filter_arch=
 
     ``samples``: the unguided sample set; ``guided``: the guided one (default: the run's only
     ``<samples>-guided-*`` set; ``None`` in the row if it has none); ``filter_arch``: the filter
-    classifier (``<run>/filters/<arch>.pt``; the row's Filtering is ``None`` if it is missing).
+    classifier (``<run>/filters/<arch>.pt``; the row's Filtering is ``None`` if it is missing), or
+    ``"best"``: the run's filter with the highest test accuracy (:func:`best_filter`, the paper's rule).
     """
     root, config = _run(run_dir)
+    chosen_by = None
+    if filter_arch == "best":
+        filter_arch, chosen_by = best_filter(root), "highest test accuracy"
+    elif getattr(filter_arch, "value", filter_arch) not in {a.value for a in filtering.Architecture}:
+        raise ValueError(f"filter_arch must be one of {[a.value for a in filtering.Architecture] + ['best']}, "
+                         f"got {filter_arch!r}")
     threshold = check_real("threshold", threshold, 0.0, 1.0)
     oracle_tolerance = check_real("oracle_tolerance", oracle_tolerance, 0.0)
     if oracle_tolerance <= 0:
@@ -174,13 +199,14 @@ def table2_row(run_dir, samples: str, *, guided: str | None = None, filter_arch=
     acc = classifier_dir(root) / "accuracy.json"
     row["guidance_classifier"] = json.loads(acc.read_text()) if acc.is_file() else None
     # Filtering
-    path = filter_path(root, filter_arch)
-    if path.is_file():
+    path = filter_path(root, filter_arch) if filter_arch is not None else None
+    if path is not None and path.is_file():
         t0 = time.perf_counter()
         filt = filtering.load_filter(path, config.task, config.size)
         keep = filt.keep(base.images, threshold)
         record = json.loads(path.with_suffix(".json").read_text()) if path.with_suffix(".json").is_file() else {}
-        row["filtering"] = {"architecture": filt.config.architecture.value, "threshold": threshold,
+        row["filtering"] = {"architecture": filt.config.architecture.value, "chosen_by": chosen_by or "given",
+                            "threshold": threshold,
                             "test_accuracy": filt.test_accuracy, "train_seconds": record.get("seconds"),
                             "filter_seconds": round(time.perf_counter() - t0, 2),
                             **_metrics(ev.take(keep), n_boot, seed, n)}

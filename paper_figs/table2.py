@@ -30,8 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", required=True, help="the unguided sample set of every run (e.g. ddim-50-eta1)")
     p.add_argument("--guided", default=None,
                    help="the guided sample set (default: each run's only <samples>-guided-* set)")
-    p.add_argument("--filter", default="mlp", choices=("mlp", "resnet8", "unet_encoder"),
-                   help="filter classifier of each run (<run>/filters/<arch>.pt); default mlp (the paper's for A, B)")
+    p.add_argument("--filter", default="best", choices=("best", "mlp", "resnet8", "unet_encoder"),
+                   help="filter classifier of each run (<run>/filters/<arch>.pt); default best: the run's filter "
+                        "with the highest test accuracy, the paper's rule (App. G.2)")
     p.add_argument("--threshold", type=float, default=0.0,
                    help="keep samples predicted as class 1 with p(class 1) >= this (default 0: the paper's rule)")
     p.add_argument("--oracle-tolerance", type=float, default=0.05,
@@ -81,11 +82,11 @@ def run(args) -> int:
     write_json(js, {"table": "Table 2", "samples": args.samples, "filter": args.filter, "threshold": args.threshold,
                     "oracle_tolerance": args.oracle_tolerance, "rows": rows})
 
-    fig, axes = plt.subplots(1, 2, figsize=(7.5, 3.0))
+    fig, axes = plt.subplots(1, 3, figsize=(11.0, 3.0))
     width = 0.8 / len(METHODS)
     for j, m in enumerate(METHODS):
         xs = [i + (j - 1.5) * width for i in range(len(rows))]
-        for ax, key in zip(axes, ("error", "r2")):
+        for ax, key in zip(axes[:2], ("error", "r2")):
             vals = [r[m][key] if r[m] is not None and r[m][key] is not None else float("nan") for r in rows]
             ax.bar(xs, vals, width, label=m)
     for ax, key, title in zip(axes, ("error", "r2"), ("Error eq. (4) (lower is better)", "R² (higher is better)")):
@@ -95,6 +96,19 @@ def run(args) -> int:
         ax.set_xticks(range(len(rows)), [f"Task {t}" for t in tasks], fontsize=8)
         ax.set_title(title, fontsize=9)
     axes[0].legend(fontsize=7, title="ours (bars), paper (—)", title_fontsize=7)
+    # Fig. 18: each filter architecture's test accuracy; the paper's lie between 60 and 80 %.
+    archs = ("mlp", "resnet8", "unet_encoder")
+    aw = 0.8 / len(archs)
+    for j, a in enumerate(archs):
+        vals = [r["filters_test_accuracy"].get(a) for r in rows]
+        axes[2].bar([i + (j - 1) * aw for i in range(len(rows))],
+                    [float("nan") if v is None else 100 * v for v in vals], aw, label=a)
+    axes[2].axhspan(60, 80, color="0.85", zorder=0, label="paper (Fig. 18)")
+    axes[2].axhline(100 / 3, color="k", lw=0.6, ls=":")
+    axes[2].set_xticks(range(len(rows)), [f"Task {t}" for t in tasks], fontsize=8)
+    axes[2].set_ylim(0, 100)
+    axes[2].set_title("Filter test accuracy % (Fig. 18; dotted: chance)", fontsize=9)
+    axes[2].legend(fontsize=7)
     fig.tight_layout()
     save_figure(fig, png)
     plt.close(fig)

@@ -52,6 +52,7 @@ def test_table2_over_the_run(run, tmp_path):
     assert row["task"] == "A" and row["n_samples"] == 12
     assert row["guidance"]["samples"] == "ddim-10-eta1-guided-constant-s5"
     assert row["filtering"]["architecture"] == "mlp" and 0.0 <= row["filtering"]["kept_fraction"] <= 1.0
+    assert row["filtering"]["chosen_by"] == "highest test accuracy"        # the default, --filter best
     assert row["filtering"]["n"] == round(row["filtering"]["kept_fraction"] * 12)
     assert row["oracle"]["tolerance"] == 0.05 and row["paper"]["guidance"] == {"error": 0.21, "r2": 0.9}
     assert (out / "table2.csv").is_file() and (out / "table2.png").is_file()
@@ -79,3 +80,25 @@ def test_table2_threshold_outside_unit_interval(run, tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli_main(["table2", str(run), "--samples", "ddim-10-eta1", "--threshold", "1.5", "--out", str(tmp_path)])
     assert "threshold must be" in capsys.readouterr().err
+
+
+def test_best_filter_is_the_highest_test_accuracy(tmp_path):
+    """The paper's rule (App. G.2): the filter with the best test accuracy; ties go to the simpler net."""
+    from empirics.mitigation import best_filter
+
+    folder = tmp_path / "filters"
+    folder.mkdir()
+    assert best_filter(tmp_path) is None
+    for arch, acc in (("mlp", 0.70), ("resnet8", 0.75), ("unet_encoder", 0.75)):
+        (folder / f"{arch}.json").write_text(json.dumps({"test_accuracy": acc}))
+        (folder / f"{arch}.pt").write_bytes(b"")
+    assert best_filter(tmp_path) == "resnet8"
+    (folder / "resnet8.pt").unlink()                     # a record without its weights is not a filter
+    assert best_filter(tmp_path) == "unet_encoder"
+
+
+def test_table2_unknown_filter_is_refused(run):
+    from empirics.mitigation import table2_row
+
+    with pytest.raises(ValueError, match="filter_arch must be one of"):
+        table2_row(run, "ddim-10-eta1", filter_arch="vgg", n_boot=0)
