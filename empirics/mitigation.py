@@ -158,6 +158,19 @@ def _metrics(ev: Evaluation, n_boot: int, seed: int, n_all: int) -> dict:
             "coarse_violations": s["coarse_violations"]}
 
 
+def _classifier_belief(root: Path, config, guide: dict | None, sets: dict) -> dict | None:
+    """Mean p(y = 1 | x, t = 0) of each sample set under the classifier that guided the guided set (the
+    run's when the record names none): did guidance move what the classifier believes, whatever the
+    evaluator measures?"""
+    named = Path(guide["classifier"]) if isinstance(guide, dict) and guide.get("classifier") else None
+    folder = named if named is not None and named.exists() else classifier_dir(root)
+    if not (folder / "checkpoint.pt").is_file() and not folder.is_file():
+        return None
+    clf = guidance.load_classifier(folder, config.task, config.size)
+    return {name: float(np.exp(guidance.classifier_log_prob(clf, images, t=0)).mean())
+            for name, images in sets.items()}
+
+
 def table2_row(run_dir, samples: str, *, guided: str | None = None, filter_arch="mlp", threshold: float = 0.0,
                oracle_tolerance: float = 0.05, n_boot: int = 1000, seed: int = 0, workers: int = 2) -> dict:
     """Table 2's numbers for one run: DDPM, Guidance, Filtering and the oracle filter (module docstring).
@@ -193,7 +206,9 @@ def table2_row(run_dir, samples: str, *, guided: str | None = None, filter_arch=
         g = load_samples(root, guided)
         gev = evaluate(g.images, config.task, workers=workers)
         row["guidance"] = {"samples": g.name, "guide": g.meta.get("guidance"),
-                           "sampling_seconds": g.meta.get("seconds"), **_metrics(gev, n_boot, seed, len(gev))}
+                           "sampling_seconds": g.meta.get("seconds"), **_metrics(gev, n_boot, seed, len(gev)),
+                           "classifier_p_rule_t0": _classifier_belief(root, config, g.meta.get("guidance"),
+                                                                      {"ddpm": base.images, "guided": g.images})}
     else:
         row["guidance"] = None
     acc = classifier_dir(root) / "accuracy.json"

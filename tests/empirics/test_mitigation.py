@@ -51,6 +51,8 @@ def test_table2_over_the_run(run, tmp_path):
     row = table["rows"][0]
     assert row["task"] == "A" and row["n_samples"] == 12
     assert row["guidance"]["samples"] == "ddim-10-eta1-guided-constant-s5"
+    belief = row["guidance"]["classifier_p_rule_t0"]
+    assert set(belief) == {"ddpm", "guided"} and all(0.0 < p < 1.0 for p in belief.values())
     assert row["filtering"]["architecture"] == "mlp" and 0.0 <= row["filtering"]["kept_fraction"] <= 1.0
     assert row["filtering"]["chosen_by"] == "highest test accuracy"        # the default, --filter best
     assert row["filtering"]["n"] == round(row["filtering"]["kept_fraction"] * 12)
