@@ -331,3 +331,32 @@ def test_config_presets_and_files():
 def test_predict_rejects_other_image_sizes(trained):
     with pytest.raises(ValueError, match="trained on 16 x 16 px"):
         trained[Architecture.MLP].predict_proba(np.zeros((2, 32, 32, 3), np.uint8))
+
+
+def test_batch_norm_statistics_are_those_of_the_final_weights(contrastive, trained):
+    """After training, each BatchNorm holds the mean over one shuffled pass's batches of its input's
+    batch statistics under the final weights (not running averages that lag the weights)."""
+    images, labels = contrastive
+    model = trained[Architecture.RESNET8].model
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    seen = []
+    hook = bn.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].detach().double()))
+    from empirics.filtering import _as_input, epoch_order
+
+    result = trained[Architecture.RESNET8]
+    train, bs = result.train_index, result.config.batch_size
+    # the pass after the last epoch, shuffled as training is (a class-sorted pass would lose the
+    # between-class variance)
+    x = _as_input(images[train])[epoch_order(result.config, result.config.epochs, len(train))]
+    try:
+        with torch.no_grad():
+            model.eval()
+            for i in range(0, len(x), bs):
+                model(x[i:i + bs])
+    finally:
+        hook.remove()
+    means = torch.stack([z.mean(dim=(0, 2, 3)) for z in seen]).mean(0)
+    variances = torch.stack([z.var(dim=(0, 2, 3), unbiased=True) for z in seen]).mean(0)
+    # float32 activations averaged over a few hundred values each: agreement to ~1e-6 relative
+    assert torch.allclose(bn.running_mean.double(), means, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(bn.running_var.double(), variances, rtol=1e-5, atol=1e-6)
