@@ -171,6 +171,22 @@ def _classifier_belief(root: Path, config, guide: dict | None, sets: dict) -> di
             for name, images in sets.items()}
 
 
+def _filter_result(path: Path, config, images: np.ndarray, ev: Evaluation, threshold: float, n_boot: int,
+                   seed: int) -> dict:
+    """One filter applied to the unguided samples: what it keeps, how it classes them, and the metrics."""
+    t0 = time.perf_counter()
+    filt = filtering.load_filter(path, config.task, config.size)
+    proba = filt.predict_proba(images)
+    keep = filtering.filter_samples(proba, threshold)
+    record = json.loads(path.with_suffix(".json").read_text()) if path.with_suffix(".json").is_file() else {}
+    counts = np.bincount(filtering.predicted_class(proba), minlength=filtering.N_CLASSES)
+    return {"architecture": filt.config.architecture.value, "threshold": threshold,
+            "test_accuracy": filt.test_accuracy, "train_seconds": record.get("seconds"),
+            "filter_seconds": round(time.perf_counter() - t0, 2),
+            "predicted_class_counts": [int(c) for c in counts],
+            **_metrics(ev.take(keep), n_boot, seed, len(ev))}
+
+
 def table2_row(run_dir, samples: str, *, guided: str | None = None, filter_arch="mlp", threshold: float = 0.0,
                oracle_tolerance: float = 0.05, n_boot: int = 1000, seed: int = 0, workers: int = 2) -> dict:
     """Table 2's numbers for one run: DDPM, Guidance, Filtering and the oracle filter (module docstring).
@@ -213,23 +229,15 @@ def table2_row(run_dir, samples: str, *, guided: str | None = None, filter_arch=
         row["guidance"] = None
     acc = classifier_dir(root) / "accuracy.json"
     row["guidance_classifier"] = json.loads(acc.read_text()) if acc.is_file() else None
-    # Filtering
-    path = filter_path(root, filter_arch) if filter_arch is not None else None
-    if path is not None and path.is_file():
-        t0 = time.perf_counter()
-        filt = filtering.load_filter(path, config.task, config.size)
-        keep = filt.keep(base.images, threshold)
-        record = json.loads(path.with_suffix(".json").read_text()) if path.with_suffix(".json").is_file() else {}
-        row["filtering"] = {"architecture": filt.config.architecture.value, "chosen_by": chosen_by or "given",
-                            "threshold": threshold,
-                            "test_accuracy": filt.test_accuracy, "train_seconds": record.get("seconds"),
-                            "filter_seconds": round(time.perf_counter() - t0, 2),
-                            **_metrics(ev.take(keep), n_boot, seed, n)}
-    else:
-        row["filtering"] = None
-    row["filters_test_accuracy"] = {
-        p.stem: json.loads(p.read_text()).get("test_accuracy")
-        for p in sorted((root / FILTERS_DIR).glob("*.json"))} if (root / FILTERS_DIR).is_dir() else {}
+    # Filtering: every trained filter is applied; the chosen one is the row's Filtering.
+    row["filters"] = {}
+    for arch in filtering.Architecture:
+        path = filter_path(root, arch)
+        if path.is_file():
+            row["filters"][arch.value] = _filter_result(path, config, base.images, ev, threshold, n_boot, seed)
+    chosen = row["filters"].get(getattr(filter_arch, "value", filter_arch)) if filter_arch is not None else None
+    row["filtering"] = None if chosen is None else {"chosen_by": chosen_by or "given", **chosen}
+    row["filters_test_accuracy"] = {a: f["test_accuracy"] for a, f in row["filters"].items()}
     # Oracle filter: the evaluator keeps the samples within the tolerance of the rule.
     keep = filtering.oracle_filter(ev, oracle_tolerance)
     row["oracle"] = {"tolerance": oracle_tolerance, **_metrics(ev.take(keep), n_boot, seed, n)}

@@ -55,6 +55,8 @@ def test_table2_over_the_run(run, tmp_path):
     assert set(belief) == {"ddpm", "guided"} and all(0.0 < p < 1.0 for p in belief.values())
     assert row["filtering"]["architecture"] == "mlp" and 0.0 <= row["filtering"]["kept_fraction"] <= 1.0
     assert row["filtering"]["chosen_by"] == "highest test accuracy"        # the default, --filter best
+    assert set(row["filters"]) == {"mlp"} and sum(row["filters"]["mlp"]["predicted_class_counts"]) == 12
+    assert row["filters"]["mlp"]["predicted_class_counts"][1] == row["filtering"]["n"]   # argmax rule
     assert row["filtering"]["n"] == round(row["filtering"]["kept_fraction"] * 12)
     assert row["oracle"]["tolerance"] == 0.05 and row["paper"]["guidance"] == {"error": 0.21, "r2": 0.9}
     assert (out / "table2.csv").is_file() and (out / "table2.png").is_file()
