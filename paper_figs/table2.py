@@ -107,9 +107,10 @@ def run(args) -> int:
     axes[2].axhline(100 / 3, color="k", lw=0.6, ls=":")
     axes[2].set_xticks(range(len(rows)), [f"Task {t}" for t in tasks], fontsize=8)
     axes[2].set_xlim(-0.5, len(rows) - 0.5)   # bars of missing filters are NaN and do not set the limits
-    axes[2].set_ylim(0, 100)
+    axes[2].set_ylim(0, 125)
+    axes[2].set_yticks(range(0, 101, 20))
     axes[2].set_title("Filter test accuracy % (Fig. 18; dotted: chance)", fontsize=9)
-    axes[2].legend(fontsize=7)
+    axes[2].legend(fontsize=7, ncol=2, loc="upper center")
     fig.tight_layout()
     save_figure(fig, png)
     plt.close(fig)
