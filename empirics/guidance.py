@@ -294,6 +294,7 @@ class ClassifierTrainSummary:
     seconds: float
     last_loss: float
     last_accuracy: float
+    total_seconds: float | None = None  # training time of steps 0..end_step over every session (None: unknown)
 
 
 class LogColumn(enum.IntEnum):
@@ -382,7 +383,7 @@ def train_classifier(images_uint8, labels, config: ClassifierConfig, out_dir, *,
     dev = _device(device)
     model = build_classifier(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    start = 0
+    start, before = 0, 0.0   # before: training seconds of the checkpointed steps (None: not recorded)
     if files.checkpoint.exists():
         ckpt = _read_checkpoint(files.checkpoint)
         if ckpt["config"] != config:
@@ -402,6 +403,7 @@ def train_classifier(images_uint8, labels, config: ClassifierConfig, out_dir, *,
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
             start = int(ckpt["step"])
+            before = float(ckpt["seconds"]) if ckpt.get("seconds") is not None else None  # older checkpoints: absent
     files.root.mkdir(parents=True, exist_ok=True)
     _truncate_log(files.loss_log, start)
 
@@ -436,7 +438,9 @@ def train_classifier(images_uint8, labels, config: ClassifierConfig, out_dir, *,
             raise FloatingPointError(f"classifier loss is {window[-1][0]} at step {done}; lower lr (now {config.lr})")
         if done % config.log_every == 0 or done == stop:
             last = tuple(float(v) for v in np.mean(window, axis=0))
-            _append_log(files.loss_log, [done, *(f"{v:.6g}" for v in last), f"{time.perf_counter() - t0:.2f}"])
+            # seconds since step 0 over every session (since this session's start when that is unknown)
+            _append_log(files.loss_log, [done, *(f"{v:.6g}" for v in last),
+                                         f"{(before or 0.0) + time.perf_counter() - t0:.2f}"])
             window = []
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{last[0]:.4f}", acc=f"{last[3]:.3f}")
@@ -444,11 +448,14 @@ def train_classifier(images_uint8, labels, config: ClassifierConfig, out_dir, *,
             atomic_torch_save({"format": _CHECKPOINT_FORMAT, "step": done, "config": config.to_json(),
                                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                "data_sha256": digest, "n_images": len(images),
-                               "finished": done == config.train_steps}, files.checkpoint)
+                               "finished": done == config.train_steps,
+                               "seconds": None if before is None else before + time.perf_counter() - t0},
+                              files.checkpoint)
     model.eval()
     end = max(start, stop)
-    return ClassifierTrainSummary(files.root, start, end, end == config.train_steps, time.perf_counter() - t0,
-                                  last[0], last[3])
+    elapsed = time.perf_counter() - t0
+    return ClassifierTrainSummary(files.root, start, end, end == config.train_steps, elapsed,
+                                  last[0], last[3], None if before is None else before + elapsed)
 
 
 def load_classifier(path, task=None, size: int | None = None, device="cpu") -> TimeConditionedClassifier:

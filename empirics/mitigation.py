@@ -111,6 +111,7 @@ def train_run_classifier(run_dir, preset: str = "cpu", *, n_per_class: int = N_P
     record = {
         "task": config.task, "size": config.size, "preset": preset, "config": ccfg.to_json(),
         "train_steps": summary.end_step, "train_seconds_last_session": round(summary.seconds, 2),
+        "train_seconds": None if summary.total_seconds is None else round(summary.total_seconds, 2),
         "contrastive": data.meta, "heldout": held.meta,
         "accuracy_heldout": _accuracy_by_t(clf, held.images, held.labels, t_values),
         "accuracy_train": _accuracy_by_t(clf, data.images[first], data.labels[first], t_values),

@@ -273,6 +273,11 @@ def test_training_resumes_bit_identically(tmp_path, contrastive_images, trained)
         assert torch.equal(a, b), name
     rows = (part / "loss.csv").read_text().splitlines()
     assert rows[0] == "step,loss,cross_entropy,nt_xent,accuracy,seconds" and len(rows) == 5
+    # time counts from step 0 over both sessions: the log's clock does not restart at the resume
+    seconds = [float(r.split(",")[-1]) for r in rows[1:]]
+    assert seconds == sorted(seconds) and seconds[-1] <= second.total_seconds
+    # the first session's checkpointed time is carried over (what it spent after its checkpoint is not)
+    assert second.seconds < second.total_seconds <= first.total_seconds + second.seconds
     with pytest.raises(ValueError, match="finished classifier"):
         gd.train_classifier(images, labels, cfg, part)
     with pytest.raises(ValueError, match="other images or labels"):
