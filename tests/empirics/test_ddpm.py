@@ -28,31 +28,6 @@ def tiny(task="A", **kw):
     return ddpm.make_config(task, "smoke", **base)
 
 
-def state_equal(a: dict, b: dict) -> bool:
-    if a.keys() != b.keys():
-        return False
-    for k in a:
-        va, vb = a[k], b[k]
-        if isinstance(va, dict):
-            if not state_equal(va, vb):
-                return False
-        elif isinstance(va, torch.Tensor):
-            if not torch.equal(va, vb):
-                return False
-        elif isinstance(va, list | tuple):
-            if len(va) != len(vb):
-                return False
-            for x, y in zip(va, vb):
-                if isinstance(x, dict | torch.Tensor) or isinstance(y, dict | torch.Tensor):
-                    if not state_equal({"_": x}, {"_": y}):
-                        return False
-                elif x != y:
-                    return False
-        elif va != vb:
-            return False
-    return True
-
-
 def load_ckpt(run: Path) -> dict:
     return torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
 
@@ -94,10 +69,39 @@ def test_resume_is_bit_identical(tmp_path):
     assert (second.start_step, second.end_step, second.finished) == (3, 6, True)
     a, b = load_ckpt(straight), load_ckpt(split)
     for key in ("model", "ema", "optimizer", "lr_schedule"):
-        assert state_equal(a[key], b[key]), key
+        assert ddpm.state_equal(a[key], b[key]), key
     assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
     assert log_rows(straight) == log_rows(split)
     assert ddpm.RunFiles(split).snapshot_steps() == [3, 6]
+    assert ddpm.compare_runs(straight, split)["identical"]
+
+
+def test_compare_runs_and_sample_sets_name_what_differs(tmp_path):
+    """Another training seed: same training set, other config, losses and weights. Sample sets share
+    their first min(n) samples; one changed pixel is found."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    ddpm.train(a, tiny(), progress=False)
+    ddpm.train(b, tiny(seed=1), progress=False)
+    same = ddpm.compare_runs(a, a)
+    assert same["identical"] and same["steps"] == [6, 6] and same["loss_rows"] == [6, 6]
+    other = ddpm.compare_runs(a, b)
+    assert other["train_images"] and other["step"]
+    assert not (other["config"] or other["loss_log"] or other["model"] or other["ema"] or other["identical"])
+    with pytest.raises(ddpm.CheckpointError, match="not a run folder"):
+        ddpm.compare_runs(a, tmp_path / "nothing")
+
+    images = generate("A", 4, size=16, seed=0).images
+    ddpm.save_samples(images, "A", tmp_path / "s4", seeds=np.arange(4), meta={})
+    ddpm.save_samples(images[:3], "A", tmp_path / "s3", seeds=np.arange(3), meta={})
+    changed = images.copy()
+    changed[2, 0, 0, 0] ^= 1
+    ddpm.save_samples(changed, "A", tmp_path / "c4", seeds=np.arange(4), meta={})
+    first = ddpm.compare_sample_sets(tmp_path / "s4", tmp_path / "s3")
+    assert first["identical"] and first["compared"] == 3 and first["n"] == [4, 3]
+    diff = ddpm.compare_sample_sets(tmp_path / "s4", tmp_path / "c4")
+    assert diff["seeds_equal"] and diff["differing_samples"] == 1 and not diff["identical"]
+    with pytest.raises(ValueError, match="no samples.npz"):
+        ddpm.compare_sample_sets(tmp_path / "s4", tmp_path / "a")
 
 
 def test_killed_during_checkpoint_write_resumes_from_previous(tmp_path, monkeypatch):
@@ -123,7 +127,7 @@ def test_killed_during_checkpoint_write_resumes_from_previous(tmp_path, monkeypa
     (run / ".checkpoint.pt.abc.tmp").write_bytes(b"garbage")
     summary = ddpm.train(run, progress=False)
     assert (summary.start_step, summary.end_step) == (2, 6)
-    assert state_equal(load_ckpt(straight)["model"], load_ckpt(run)["model"])
+    assert ddpm.state_equal(load_ckpt(straight)["model"], load_ckpt(run)["model"])
     assert log_rows(straight) == log_rows(run)
 
 
@@ -296,7 +300,7 @@ def test_accelerate_launch_runs_the_same_loop(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     ref = tmp_path / "plain"
     ddpm.train(ref, ddpm.make_config("A", "smoke", train_steps=4), progress=False)
-    assert state_equal(load_ckpt(run)["model"], load_ckpt(ref)["model"])
+    assert ddpm.state_equal(load_ckpt(run)["model"], load_ckpt(ref)["model"])
 
 
 def test_appendix_d3_dit_backbone(tmp_path):
@@ -375,6 +379,7 @@ def test_interrupted_sampling_resumes_bit_identically(tmp_path, monkeypatch):
     assert drawn == [2]  # the first batch was not drawn again
     with np.load(straight / "samples.npz") as a, np.load(resumed / "samples.npz") as b:
         assert np.array_equal(a["images"], b["images"]) and np.array_equal(a["seeds"], b["seeds"])
+    assert ddpm.compare_sample_sets(straight, resumed)["identical"]
     meta = json.loads((resumed / "sample.json").read_text())
     assert meta["sessions"] == 2 and "summed over 2 sessions" in meta["timing"]
     assert not partial.exists()
