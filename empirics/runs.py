@@ -21,7 +21,8 @@ from empirics.memorization import Memorization, memorization
 from empirics.metrics import binomial_ci, conforming_fraction
 from empirics.tasks import TARGET_SLOPE, TaskBatch
 
-__all__ = ["sample_sets", "RunSamples", "load_samples", "RunEvaluation", "evaluate_run", "rule_table_row"]
+__all__ = ["sample_sets", "RunSamples", "load_samples", "RunEvaluation", "evaluate_run", "rule_table_row",
+           "restore_run"]
 
 
 def sample_sets(run_dir) -> list[str]:
@@ -121,3 +122,40 @@ def rule_table_row(rev: RunEvaluation, n_boot: int = 1000, seed: int = 0) -> dic
         "sampling_seconds": rev.samples.meta.get("seconds"), "sampler": rev.samples.meta.get("sampler"),
         "sampling_steps": rev.samples.meta.get("steps"), "eta": rev.samples.meta.get("eta"),
     }
+
+
+def restore_run(out, config_json, samples_npz, sample_json=None, *, name: str | None = None) -> Path:
+    """Rebuild a run folder from its committed record (no retraining): config, training set, one sample set.
+
+    ``config_json`` is a run's ``config.json`` (``docs/section3/config_A.json``); the training set is
+    drawn again by ``empirics.tasks.generate`` from its task, size, ``n_train`` and ``data_seed``,
+    exactly as ``train`` drew it (bit for bit: the generator is seeded). ``samples_npz`` holds
+    ``images`` and ``seeds`` (as ``sample`` writes them) and ``sample_json`` its metadata; the set is
+    named ``name`` (default: the npz's stem without its ``samples_<task>_`` prefix). The folder has no
+    checkpoint, so it can be read by ``table1``, ``figure4``, ``figure5`` and ``marginals`` but not sampled.
+    """
+    from empirics.ddpm import DDPMConfig, create_run, save_samples
+
+    config_json, samples_npz = Path(config_json), Path(samples_npz)
+    for p in (config_json, samples_npz) + ((Path(sample_json),) if sample_json is not None else ()):
+        if not p.is_file():
+            raise ValueError(f"{str(p)!r} is not a file")
+    try:
+        config = DDPMConfig.from_json(json.loads(config_json.read_text()))
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise ValueError(f"{str(config_json)!r} is not a run config: {exc}") from exc
+    with np.load(samples_npz, allow_pickle=False) as z:
+        if "images" not in z.files or "seeds" not in z.files:
+            raise ValueError(f"{str(samples_npz)!r} must hold 'images' and 'seeds', it has {sorted(z.files)}")
+        images, seeds = z["images"], z["seeds"]
+        task = str(z["task"]) if "task" in z.files else config.task
+    if task != config.task:
+        raise ValueError(f"{str(samples_npz)!r} holds task {task} samples, the config is task {config.task}")
+    meta = json.loads(Path(sample_json).read_text()) if sample_json is not None else {}
+    if name is None:
+        stem = samples_npz.stem
+        prefix = f"samples_{config.task}_"
+        name = stem[len(prefix):] if stem.startswith(prefix) else stem
+    files = create_run(out, config)
+    save_samples(images, config.task, files.samples / name, seeds=seeds, meta=meta)
+    return Path(out)
