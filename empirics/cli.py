@@ -3,12 +3,25 @@
     hidden-rules data A --n 4000 --size 32 --out DIR     # DIR/A/*.png, DIR/params.csv, DIR/A_32.npz
     hidden-rules eval A PATH [--out DIR]                 # PATH: .npz, image file or folder
 
-``eval`` writes ``evaluation.jsonl`` and ``evaluation.csv`` (one row per image: file, valid,
-reason, features, x, y, ratio, coarse_ok) and ``summary.json`` (``Evaluation.summary()`` plus the
-skipped files and, when the input carries ground truth, the feature errors in pixels). Files that
-cannot be evaluated (unreadable, grayscale, non-square, too small, unknown) are listed with their
-reason on stderr and in the summary, and the run goes on; if no image is left, ``eval`` fails like
-any bad input (exit status 2).
+``eval`` reads an ``.npz`` with an ``images`` array (optionally ``task``, ``seeds`` and ground-truth
+``param__<name>`` arrays: a task archive of ``data``, or the ``samples.npz`` of ``sample``), an image
+file, or a folder of images (with ``params.csv`` / ``samples.csv`` when ``data`` / ``sample`` wrote it).
+It writes ``evaluation.jsonl`` and ``evaluation.csv`` (one row per image: file, the sampling seed when
+the input has seeds, valid, reason, features, x, y, ratio, coarse_ok) and ``summary.json``
+(``Evaluation.summary()`` plus the skipped files and, when the input carries ground truth with the
+task's rule features, the feature errors in pixels). Files that cannot be evaluated (unreadable,
+grayscale, non-square, too small, unknown) are listed with their reason on stderr and in the summary,
+and the run goes on; if no image is left, ``eval`` fails like any bad input (exit status 2).
+
+Task mismatch: an input that names its task (an npz's ``task`` entry, a folder's ``params.csv``) and
+names another task than the verb's is refused with exit status 2 and one line saying both tasks.
+We refuse rather than warn because the evaluator does not catch it: Task D renders measured as C are
+all valid with R^2 = 1 (issue 22), so a warning scrolled past would leave numbers that look right.
+To measure images as another task on purpose, give them without a task label.
+
+Outputs are written only after the evaluation succeeded: a new ``--out`` folder is built under a
+temporary name and renamed into place, so a bad input, an error or Ctrl-C part-way leaves no folder
+(empty or partial) behind; in an existing folder with other files each output is replaced atomically.
 
 Both verbs live in this module; ``paper_figs.cli`` gives each verb its own parser whose ``prog``
 ends in the verb name, which ``add_arguments`` reads to add the right arguments.
@@ -21,6 +34,7 @@ import csv
 import io
 import json
 import math
+import os
 import re
 import sys
 import time
@@ -29,12 +43,13 @@ from pathlib import Path
 import numpy as np
 
 from empirics._checks import check_trim
-from empirics.atomic import atomic_write_bytes, check_folder, prepare_outputs, write_json
+from empirics.atomic import atomic_folder, atomic_write_bytes, check_folder
 from empirics.evaluate import Evaluation, evaluate
-from empirics.io import read_images, save_npz, save_png_folder
-from empirics.tasks import TRAIN_SIZES, Task, generate
+from empirics.io import ImageSet, read_images, save_npz, save_png_folder
+from empirics.tasks import SPECS, TRAIN_SIZES, Task, generate
 
 VERBS = ("data", "eval")
+EVAL_OUTPUTS = ("evaluation.jsonl", "evaluation.csv", "summary.json")
 
 
 def _task(text: str) -> Task:
@@ -62,7 +77,8 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("task", type=_task, help="A, B, C or D")
-    p.add_argument("path", help=".npz archive, image file or folder of images")
+    p.add_argument("path", help=".npz with an 'images' array (optional 'task', 'seeds', 'param__*'), image "
+                   "file or folder of images")
     p.add_argument("--out", default=None, help="output folder (default: <path>_eval next to the input)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--trim", type=float, nargs=2, default=(2.5, 97.5), metavar=("LO", "HI"),
@@ -72,6 +88,9 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=2, help="threads (default 2)")
     p.add_argument("--value-range", type=float, nargs=2, default=None, metavar=("LO", "HI"),
                    help="float inputs: value mapped to black and to white (default: auto [0,1] or [-1,1])")
+    p.epilog = ("An input labelled with another task (an npz's 'task' entry, a folder's params.csv) is refused "
+                "(exit status 2): the evaluator would measure it without complaint. Outputs are written only "
+                "after the evaluation succeeded; a failure or Ctrl-C leaves no --out folder behind.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -173,8 +192,7 @@ def _jsonable(obj):
     return obj
 
 
-def run_eval(args) -> int:
-    task = args.task
+def _check_eval_flags(args) -> None:
     if args.n_boot < 0:
         raise ValueError(f"--n-boot must be >= 0, got {args.n_boot}")
     if args.seed < 0:
@@ -190,8 +208,67 @@ def run_eval(args) -> int:
         lo, hi = args.value_range
         if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
             raise ValueError(f"--value-range must be two finite numbers LO HI with HI > LO, got {lo} {hi}")
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    """Refuse, before any work, an ``--out`` that could not take the outputs; creates nothing."""
+    existing = [str(out / n) for n in EVAL_OUTPUTS if (out / n).exists()]
+    if existing and not overwrite:
+        raise ValueError(f"output files exist: {', '.join(existing)}; pass --overwrite to replace them")
+    base = next(q for q in (out, *out.parents) if q.exists())  # check_folder: a folder, not under a file
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {str(out)!r} cannot be created: {str(base)!r} is not writable")
+
+
+def _check_task(image_set: ImageSet, task: Task, src: Path) -> None:
+    """The mismatch policy (module docstring): an input that names another task is refused."""
+    if image_set.task is None or image_set.task is task:
+        return
+    where = "its 'task' entry" if src.suffix.lower() == ".npz" else "its params.csv"
+    raise ValueError(f"{str(src)!r} holds task {image_set.task.value} images ({where}), not task {task.value}: "
+                     f"run 'eval {image_set.task.value} ...', or remove the task label to measure them as "
+                     f"{task.value}")
+
+
+def _eval_files(rows: list[dict], seeds: np.ndarray | None) -> dict[str, bytes]:
+    """evaluation.jsonl and evaluation.csv: one row per image (file, [seed,] valid, reason, features, ...)."""
+    keys = list(rows[0]["features"]) if rows else []
+    seed_col = ["seed"] if seeds is not None else []
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["file", *seed_col, "valid", "reason", *keys, "x", "y", "ratio", "coarse_ok"])
+    lines = []
+    for i, row in enumerate(rows):
+        head = {"file": row["file"], **({"seed": int(seeds[i])} if seeds is not None else {})}
+        lines.append(json.dumps(_jsonable({**head, **{k: v for k, v in row.items() if k != "file"}})))
+        writer.writerow([*head.values(), row["valid"], row["reason"],
+                         *("" if row["features"][k] is None else repr(row["features"][k]) for k in keys),
+                         *("" if row[k] is None else row[k] for k in ("x", "y", "ratio", "coarse_ok"))])
+    return {"evaluation.jsonl": ("\n".join(lines) + ("\n" if lines else "")).encode(),
+            "evaluation.csv": text.getvalue().encode()}
+
+
+def _write_outputs(out: Path, contents: dict[str, bytes], overwrite: bool) -> list[Path]:
+    """Write the finished outputs: a new (or empty) ``out`` is built under a temporary name and renamed
+    into place; in a folder that holds other files each output replaces its file atomically, summary.json
+    last. Either way nothing is written before the evaluation is complete."""
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        with atomic_folder(out) as tmp:
+            for name, data in contents.items():
+                atomic_write_bytes(tmp / name, data)
+    else:
+        _check_out(out, overwrite)  # again: the folder may have changed while the images were evaluated
+        for name, data in contents.items():
+            atomic_write_bytes(out / name, data)
+    return [out / name for name in contents]
+
+
+def run_eval(args) -> int:
+    task = args.task
+    _check_eval_flags(args)
     src = Path(args.path)
     out = check_folder(Path(args.out) if args.out else _default_out(src))
+    _check_out(out, args.overwrite)
     image_set = read_images(src)
     if not image_set.images:
         skipped = image_set.skipped
@@ -199,40 +276,29 @@ def run_eval(args) -> int:
                                                                  if len(skipped) > 5 else "")
         what = f"{len(skipped)} skipped: {why}" if skipped else "no image files"
         raise ValueError(f"no image could be read from {str(src)!r} ({what})")
-    jsonl_path, csv_path, summary_path = prepare_outputs(
-        out, ["evaluation.jsonl", "evaluation.csv", "summary.json"], args.overwrite)
+    _check_task(image_set, task, src)
     for name, why in image_set.skipped:
         print(f"skipped {name}: {why}", file=sys.stderr)
     t0 = time.perf_counter()
     summary: dict = {"task": task.value, "input": str(src), "n_files": len(image_set.files),
+                     "input_task": None if image_set.task is None else image_set.task.value,
+                     "seeds": image_set.seeds is not None,
                      "skipped": [{"file": f, "reason": r} for f, r in image_set.skipped]}
-    rows: list[dict] = []
-    if image_set.images:
-        ev = _evaluate_set(image_set.images, task, args)
-        rows = ev.rows()
-        for row, name in zip(rows, image_set.files):
-            row["file"] = name
-        try:
-            summary.update(ev.summary(trim=tuple(args.trim), n_boot=args.n_boot, seed=args.seed))
-        except ValueError as exc:
-            raise ValueError(_flag_words(str(exc))) from exc
-        if image_set.params is not None and image_set.task is task and ev.valid.any():
-            summary["ground_truth_errors"] = ev.ground_truth_errors(image_set.params)
+    ev = _evaluate_set(image_set.images, task, args)
+    rows = ev.rows()
+    for row, name in zip(rows, image_set.files):
+        row["file"] = name
+    try:
+        summary.update(ev.summary(trim=tuple(args.trim), n_boot=args.n_boot, seed=args.seed))
+    except ValueError as exc:
+        raise ValueError(_flag_words(str(exc))) from exc
+    truth = image_set.params
+    if truth is not None and set(SPECS[task].rule_features) <= set(truth) and ev.valid.any():
+        summary["ground_truth_errors"] = ev.ground_truth_errors(truth)
     summary["seconds"] = time.perf_counter() - t0
-    keys = list(rows[0]["features"]) if rows else []
-    text = io.StringIO()
-    writer = csv.writer(text)
-    writer.writerow(["file", "valid", "reason", *keys, "x", "y", "ratio", "coarse_ok"])
-    lines = []
-    for row in rows:
-        ordered = {"file": row["file"], **{k: v for k, v in row.items() if k != "file"}}
-        lines.append(json.dumps(_jsonable(ordered)))
-        writer.writerow([row["file"], row["valid"], row["reason"],
-                         *("" if row["features"][k] is None else repr(row["features"][k]) for k in keys),
-                         *("" if row[k] is None else row[k] for k in ("x", "y", "ratio", "coarse_ok"))])
-    atomic_write_bytes(jsonl_path, ("\n".join(lines) + ("\n" if lines else "")).encode())
-    atomic_write_bytes(csv_path, text.getvalue().encode())
-    write_json(summary_path, _jsonable(summary))
+    contents = _eval_files(rows, image_set.seeds)
+    contents["summary.json"] = (json.dumps(_jsonable(summary), indent=2) + "\n").encode()
+    jsonl_path, csv_path, summary_path = _write_outputs(out, contents, args.overwrite)
     n_valid = summary.get("n_valid", 0)
     print(f"task {task.value}: {len(rows)} images evaluated, {n_valid} valid, "
           f"{len(image_set.skipped)} skipped ({summary['seconds']:.1f} s)")

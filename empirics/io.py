@@ -254,48 +254,113 @@ def _image_list(arr: np.ndarray, path: Path) -> list[np.ndarray]:
     return list(arr)
 
 
-@dataclass
+@dataclass(frozen=True)
 class ImageSet:
-    """Images found at a path: names, arrays (RGB uint8 or float), skipped files and optional truth."""
+    """Images found at a path, in order, and what the input says about them.
+
+    ``files``: a name per image (``<archive>.npz#i`` for archives, the relative path in a folder);
+    ``images``: arrays [S, S, 3] (RGB uint8 or float); ``skipped``: (file, reason) of what could not be
+    read; ``params``: ground truth per image (``TaskBatch.params``), None when the input has none;
+    ``task``: the task the input names (an npz's ``task`` entry, a folder's ``params.csv``), None when
+    it names none; ``seeds``: int64 [N] sampling seeds (an npz's ``seeds``, a sample folder's
+    ``samples.csv``), None when absent.
+    """
 
     files: list[str]
     images: list[np.ndarray]
     skipped: list[tuple[str, str]] = field(default_factory=list)
     params: dict[str, np.ndarray] | None = None
     task: Task | None = None
+    seeds: np.ndarray | None = None
+
+
+def _per_image(value: np.ndarray, n: int, what: str, path: Path, integer: bool) -> np.ndarray:
+    """``value`` as one number per image (float64, or int64 when ``integer``), or a ValueError naming it."""
+    value = np.asarray(value)
+    kinds = "iu" if integer else "iuf"
+    if value.shape != (n,) or value.dtype.kind not in kinds:
+        allowed = "integers" if integer else "numbers"
+        raise ValueError(f"{str(path)!r}: {what} must hold one of {allowed} per image ({n},), got "
+                         f"{value.dtype} {value.shape}")
+    return value.astype(np.int64 if integer else np.float64)
+
+
+def _read_npz(p: Path) -> ImageSet:
+    """An archive with ``images`` and optionally ``task``, ``seeds``, ``meta`` and ``param__<name>``
+    arrays (``save_npz`` writes a task archive, ``hidden-rules sample`` images + seeds + task)."""
+    hint = ("give an .npz written by numpy (np.savez) with an 'images' array, an image, "
+            "or a folder of images")
+    _, names = _npz_arrays(p, (), hint)
+    if "images" not in names:
+        raise ValueError(f"{str(p)!r} has no 'images' array (it holds {names}); {hint}")
+    wanted = ["images", "task", "seeds", *(k for k in names if k.startswith(_PARAM_PREFIX))]
+    arrays, _ = _npz_arrays(p, wanted, hint)
+    images = _image_list(arrays["images"], p)
+    n = len(images)
+    task = None
+    if "task" in arrays:
+        try:
+            task = Task.parse(str(arrays["task"]))
+        except ValueError:  # a 'task' entry that is not one of ours: the images are read alone
+            task = None
+    seeds = _per_image(arrays["seeds"], n, "'seeds'", p, integer=True) if "seeds" in arrays else None
+    params = {k[len(_PARAM_PREFIX):]: _per_image(v, n, repr(k), p, integer=False)
+              for k, v in arrays.items() if k.startswith(_PARAM_PREFIX)}
+    return ImageSet([f"{p.name}#{i}" for i in range(n)], images, [], params or None, task, seeds)
+
+
+def _csv_rows(path: Path, files: list[str]) -> list[dict] | None:
+    """The rows of a companion csv (``params.csv``, ``samples.csv``) for ``files``, in their order, or
+    None when it is unreadable or does not cover every file."""
+    if not path.is_file() or not files:
+        return None
+    try:
+        with open(path, newline="") as fh:
+            rows = {r["file_name"]: r for r in csv.DictReader(fh)}
+    except (KeyError, csv.Error, UnicodeDecodeError, OSError):
+        return None
+    return [rows[f] for f in files] if all(f in rows for f in files) else None
+
+
+def _folder_truth(root: Path, files: list[str]) -> tuple[dict | None, Task | None, np.ndarray | None]:
+    """Ground truth and task from ``params.csv``, seeds from ``samples.csv`` (``hidden-rules sample``),
+    each kept only when its file covers every image and parses."""
+    params = task = seeds = None
+    rows = _csv_rows(root / "params.csv", files)
+    if rows is not None:
+        fixed = {"file_name", "task", "size", "seed"}
+        try:
+            params = {k: np.array([float(r[k]) for r in rows]) for k in rows[0] if k not in fixed}
+            task = Task.parse(rows[0]["task"])
+        except (KeyError, ValueError, TypeError):
+            params, task = None, None
+    rows = _csv_rows(root / "samples.csv", files)
+    if rows is not None:
+        try:
+            seeds = np.array([int(r["seed"]) for r in rows], np.int64)
+        except (KeyError, ValueError, TypeError):
+            seeds = None
+    return params or None, task, seeds
 
 
 def read_images(path) -> ImageSet:
     """Everything ``hidden-rules eval`` can read at ``path``.
 
-    ``path`` is an ``.npz`` (a task archive or any archive with an ``images`` array), an image file, or
-    a folder searched recursively for image files (sorted by relative path). Unreadable, grayscale,
-    non-square or too small files, and unknown non-image files, are listed in ``skipped`` with the
-    reason (companions such as ``params.csv``, ``.npz``, ``.json`` are passed over silently). If the
-    folder has a ``params.csv`` covering the images, its ground truth is kept. An ``.npz`` that is
-    not an archive of images, or whose images are not RGB, raises ValueError saying so.
+    ``path`` is an ``.npz`` (any archive with an ``images`` array; ``task``, ``seeds`` and ground-truth
+    ``param__<name>`` arrays are kept when present, as ``save_npz`` and ``hidden-rules sample`` write
+    them), an image file, or a folder searched recursively for image files (sorted by relative path).
+    Unreadable, grayscale, non-square or too small files, and unknown non-image files, are listed in
+    ``skipped`` with the reason (companions such as ``params.csv``, ``.npz``, ``.json`` are passed over
+    silently). If the folder has a ``params.csv`` covering the images, its ground truth and task are
+    kept; a ``samples.csv`` covering them gives the seeds. An ``.npz`` that is not an archive of images,
+    whose images are not RGB, or whose ``seeds`` / ``param__`` arrays are not one number per image,
+    raises ValueError saying so.
     """
     p = _as_path(path, "path")
     if not p.exists():
         raise ValueError(f"no such file or folder: {str(p)!r}")
     if p.is_file() and p.suffix.lower() == ".npz":
-        hint = ("give an .npz written by numpy (np.savez) with an 'images' array, an image, "
-                "or a folder of images")
-        _, names = _npz_arrays(p, (), hint)
-        batch = None
-        if {"images", "task"} <= set(names):
-            try:
-                batch = load_npz(p)
-            except ValueError:  # a 'task' entry that is not ours: read the images alone
-                batch = None
-        if batch is None and "images" not in names:
-            raise ValueError(f"{str(p)!r} has no 'images' array (it holds {names}); {hint}")
-        arr = batch.images if batch is not None else _npz_arrays(p, ("images",), hint)[0]["images"]
-        images = _image_list(arr, p)
-        files = [f"{p.name}#{i}" for i in range(len(images))]
-        if batch is not None:
-            return ImageSet(files, images, [], batch.params, batch.task)
-        return ImageSet(files, images)
+        return _read_npz(p)
     if p.is_file():
         img = _read_one(p)
         if isinstance(img, str):
@@ -316,17 +381,4 @@ def read_images(path) -> ImageSet:
         else:
             files.append(rel)
             images.append(img)
-    out = ImageSet(files, images, skipped)
-    csv_path = p / "params.csv"
-    if csv_path.is_file():
-        try:
-            with open(csv_path, newline="") as fh:
-                rows = {r["file_name"]: r for r in csv.DictReader(fh)}
-            if files and all(f in rows for f in files):
-                fixed = {"file_name", "task", "size", "seed"}
-                keys = [k for k in rows[files[0]] if k not in fixed]
-                out.params = {k: np.array([float(rows[f][k]) for f in files]) for k in keys}
-                out.task = Task.parse(rows[files[0]]["task"])
-        except (KeyError, ValueError, csv.Error):
-            out.params = None
-    return out
+    return ImageSet(files, images, skipped, *_folder_truth(p, files))

@@ -149,3 +149,41 @@ def test_figure3_cli(tmp_path, capsys):
     assert "Task C" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["figure3", "--out", str(tmp_path), "--n", "60", "--tasks", "A"])
+
+
+def test_read_images_keeps_task_seeds_and_truth_of_an_npz(tmp_path):
+    """An npz with images + seeds + task (as `hidden-rules sample` writes it) keeps the seeds and the task
+    and has no ground truth; a task archive keeps its params; malformed seeds or params are refused."""
+    batch = generate("D", 4, 32, seed=3)
+    np.savez(tmp_path / "s.npz", images=batch.images, seeds=np.array([9, 3, 7, 1]), task=np.array("D"))
+    s = read_images(tmp_path / "s.npz")
+    assert s.task.value == "D" and s.params is None and s.seeds.dtype == np.int64
+    np.testing.assert_array_equal(s.seeds, [9, 3, 7, 1])
+    save_npz(batch, tmp_path / "archive.npz")
+    a = read_images(tmp_path / "archive.npz")
+    assert a.seeds is None and a.task.value == "D" and set(a.params) == set(batch.params)
+    np.testing.assert_array_equal(a.params["side_top"], batch.params["side_top"])
+    np.savez(tmp_path / "other_task.npz", images=batch.images, task=np.array("not ours"))
+    assert read_images(tmp_path / "other_task.npz").task is None  # a label that is not a task: images alone
+    bad = {"short.npz": dict(seeds=np.arange(3)), "float.npz": dict(seeds=np.linspace(0, 1, 4)),
+           "param.npz": dict(param__l1=np.zeros((4, 2)))}
+    for name, extra in bad.items():
+        np.savez(tmp_path / name, images=batch.images, **extra)
+        with pytest.raises(ValueError, match=r"must hold one of (integers|numbers) per image \(4,\)"):
+            read_images(tmp_path / name)
+    with pytest.raises(AttributeError):  # ImageSet is frozen state
+        s.task = None
+
+
+def test_read_images_takes_seeds_from_a_sample_folder(tmp_path):
+    """A folder written by ddpm.save_samples (PNGs + samples.csv + samples.npz) is read with its seeds."""
+    from empirics import ddpm
+
+    images = generate("B", 3, 32, seed=1).images
+    ddpm.save_samples(images, "B", tmp_path / "set", seeds=[40, 41, 45], meta={})
+    s = read_images(tmp_path / "set")
+    assert s.files == ["B/000000.png", "B/000001.png", "B/000002.png"] and s.skipped == []
+    np.testing.assert_array_equal(s.seeds, [40, 41, 45])
+    np.testing.assert_array_equal(np.stack(s.images), images)
+    (tmp_path / "set" / "B" / "extra.png").write_bytes((tmp_path / "set" / "B" / "000000.png").read_bytes())
+    assert read_images(tmp_path / "set").seeds is None  # samples.csv no longer covers every image

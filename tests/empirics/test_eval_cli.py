@@ -3,6 +3,7 @@ its stderr holds only its own words. Table-driven bad input is in tests/test_cli
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -190,3 +191,153 @@ def test_messages_name_flags_not_keywords(tmp_path, capsys):
     assert _flag_words("pass value_range=(lo, hi) for another range") == "pass --value-range LO HI for another range"
     assert _flag_words("workers must be >= 1, got 0") == "--workers must be >= 1, got 0"
     assert _flag_words("n_boot must be >= 0; images must be RGB") == "--n-boot must be >= 0; images must be RGB"
+
+
+# ---- issue 22, item 7: eval of any npz with images (what `hidden-rules sample` writes), task mismatch,
+# and nothing left behind on a failure
+
+def _sample_npz(path: Path, task: str = "C", n: int = 6, seed: int = 5, **extra) -> np.ndarray:
+    """An npz as `hidden-rules sample` writes it: images, seeds (not 0..n-1, so a row cannot get its index
+    by accident), task."""
+    images = generate(task, n, 32, seed=seed).images
+    np.savez(path, images=images, seeds=np.arange(n, dtype=np.int64) * 7 + 100, task=np.array(task), **extra)
+    return images
+
+
+def test_eval_of_a_sample_npz_rows_carry_seeds(tmp_path, capsys):
+    """The committed sample sets' layout (images + seeds + task, no ground truth) is evaluated; each row
+    carries its seed; the summary is the library's summary of the same images."""
+    from empirics.evaluate import evaluate
+
+    images = _sample_npz(tmp_path / "samples_C.npz")
+    out = tmp_path / "out"
+    assert main(["eval", "C", str(tmp_path / "samples_C.npz"), "--out", str(out), "--n-boot", "20",
+                 "--workers", "1"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    expected = evaluate(images, "C").summary(n_boot=20, seed=0)
+    assert summary["n_images"] == 6 and summary["n_valid"] == expected["n_valid"] == 6
+    assert summary["r2"] == pytest.approx(expected["r2"], rel=1e-12)
+    assert summary["error"] == pytest.approx(expected["error"], rel=1e-12)
+    assert summary["input_task"] == "C" and summary["seeds"] is True
+    assert "ground_truth_errors" not in summary  # no param__ arrays: nothing to compare against
+    rows = [json.loads(line) for line in (out / "evaluation.jsonl").read_text().splitlines()]
+    assert [r["seed"] for r in rows] == [100 + 7 * i for i in range(6)]
+    assert [r["file"] for r in rows] == [f"samples_C.npz#{i}" for i in range(6)]
+    assert list(rows[0])[:3] == ["file", "seed", "valid"]
+    with open(out / "evaluation.csv", newline="") as fh:
+        table = list(csv.DictReader(fh))
+    assert [int(r["seed"]) for r in table] == [100 + 7 * i for i in range(6)]
+    assert "R^2 = " in capsys.readouterr().out
+
+
+def test_eval_ground_truth_only_with_the_rule_features(tmp_path):
+    """param__ arrays that lack the task's rule features (C: r_small, r_large) give no feature errors and
+    no failure; with them, the errors are there."""
+    batch = generate("C", 4, 32, seed=2)
+    np.savez(tmp_path / "part.npz", images=batch.images, task=np.array("C"), param__r_small=batch.params["r_small"])
+    np.savez(tmp_path / "full.npz", images=batch.images, task=np.array("C"),
+             **{f"param__{k}": v for k, v in batch.params.items()})
+    for name, has in (("part", False), ("full", True)):
+        out = tmp_path / f"{name}_out"
+        assert main(["eval", "C", str(tmp_path / f"{name}.npz"), "--out", str(out), "--n-boot", "0"]) == 0
+        summary = json.loads((out / "summary.json").read_text())
+        assert ("ground_truth_errors" in summary) is has, name
+        assert "seed" not in json.loads((out / "evaluation.jsonl").read_text().splitlines()[0])
+    errors = json.loads((tmp_path / "full_out" / "summary.json").read_text())["ground_truth_errors"]
+    assert set(errors) == {"r_small", "r_large", "all"} and errors["all"]["median_px"] < 0.2
+
+
+def test_eval_refuses_an_input_of_another_task(tmp_path, capsys):
+    """An npz labelled D (or a folder whose params.csv says D) evaluated as C: exit 2, one line naming both
+    tasks, no output folder. The evaluator alone would call D renders valid C images."""
+    _sample_npz(tmp_path / "d.npz", task="D", n=3)
+    save_png_folder(generate("D", 3, 32, seed=1), tmp_path / "dpng")
+    for src, where in ((tmp_path / "d.npz", "its 'task' entry"), (tmp_path / "dpng", "its params.csv")):
+        out = tmp_path / "out" / "nested"
+        with pytest.raises(SystemExit) as info:
+            main(["eval", "C", str(src), "--out", str(out)])
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1, err
+        assert f"holds task D images ({where}), not task C" in err and "eval D" in err
+        assert not (tmp_path / "out").exists()
+    # the same images without a label are measured as C, on purpose
+    np.savez(tmp_path / "unlabelled.npz", images=np.load(tmp_path / "d.npz")["images"])
+    assert main(["eval", "C", str(tmp_path / "unlabelled.npz"), "--out", str(tmp_path / "asC"), "--n-boot", "0"]) == 0
+    assert json.loads((tmp_path / "asC" / "summary.json").read_text())["input_task"] is None
+
+
+def _listing(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*"))
+
+
+@pytest.mark.parametrize("failure, status", [(RuntimeError("injected"), 1), (KeyboardInterrupt(), 130),
+                                             (ValueError("injected"), 2)])
+def test_eval_leaves_no_folder_when_evaluation_fails(tmp_path, monkeypatch, capsys, failure, status):
+    """An exception (or Ctrl-C) in the middle of the evaluation leaves neither the --out folder nor its
+    parents nor a temporary folder behind."""
+    import empirics.cli as cli
+
+    _sample_npz(tmp_path / "s.npz", n=2)
+    before = _listing(tmp_path)
+
+    def broken(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(cli, "evaluate", broken)
+    try:
+        code = main(["eval", "C", str(tmp_path / "s.npz"), "--out", str(tmp_path / "a" / "b")])
+    except SystemExit as exc:
+        code = exc.code
+    assert code == status
+    assert "injected" in capsys.readouterr().err or status == 130
+    assert _listing(tmp_path) == before
+
+
+def test_eval_leaves_no_folder_when_writing_fails(tmp_path, monkeypatch):
+    """A failure while the outputs are written (after the first file): the half-written folder is removed;
+    an existing folder with other files keeps exactly its files."""
+    import empirics.atomic as atomic
+    import empirics.cli as cli
+
+    _sample_npz(tmp_path / "s.npz", n=2)
+    real, calls = atomic.atomic_write_bytes, []
+
+    def second_write_fails(path, data):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device (injected)")
+        real(path, data)
+
+    monkeypatch.setattr(cli, "atomic_write_bytes", second_write_fails)
+    before = _listing(tmp_path)
+    assert main(["eval", "C", str(tmp_path / "s.npz"), "--out", str(tmp_path / "new"), "--n-boot", "0"]) == 1
+    assert len(calls) == 2 and _listing(tmp_path) == before
+    (tmp_path / "empty").mkdir()  # an empty folder given as --out stays as it was
+    calls.clear()
+    assert main(["eval", "C", str(tmp_path / "s.npz"), "--out", str(tmp_path / "empty"), "--n-boot", "0"]) == 1
+    assert _listing(tmp_path / "empty") == []
+
+
+def test_eval_checks_out_before_evaluating(tmp_path, monkeypatch, capsys):
+    """Existing outputs are refused before any image is measured (no wait for a refusal)."""
+    import empirics.cli as cli
+
+    _sample_npz(tmp_path / "s.npz", n=2)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "summary.json").write_text("{}")
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+
+    def not_called(*args, **kwargs):
+        raise AssertionError("evaluated before --out was checked")
+
+    monkeypatch.setattr(cli, "evaluate", not_called)
+    with pytest.raises(SystemExit) as info:
+        main(["eval", "C", str(tmp_path / "s.npz"), "--out", str(tmp_path / "out")])
+    assert info.value.code == 2 and "pass --overwrite" in capsys.readouterr().err
+    monkeypatch.undo()
+    assert main(["eval", "C", str(tmp_path / "s.npz"), "--out", str(tmp_path / "out"), "--overwrite",
+                 "--n-boot", "0"]) == 0
+    assert _listing(tmp_path / "out") == ["evaluation.csv", "evaluation.jsonl", "notes.txt", "summary.json"]
+    assert (tmp_path / "out" / "notes.txt").read_text() == "mine"
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["n_images"] == 2
