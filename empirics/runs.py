@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from empirics.controls import FRESH_SEED, ControlEvaluations, Metric, compare, evaluate_controls
 from empirics.ddpm import CheckpointError, DDPMConfig, RunFiles, read_config
 from empirics.evaluate import Evaluation, evaluate
 from empirics.io import load_npz
@@ -23,7 +24,7 @@ from empirics.metrics import binomial_ci, conforming_fraction
 from empirics.tasks import TARGET_SLOPE, TaskBatch
 
 __all__ = ["sample_sets", "RunSamples", "load_samples", "RunEvaluation", "evaluate_run", "rule_table_row",
-           "restore_run"]
+           "run_controls", "control_comparison", "restore_run"]
 
 
 def sample_sets(run_dir) -> list[str]:
@@ -96,9 +97,32 @@ def evaluate_run(run_dir, samples: str | None = None, workers: int = 2) -> RunEv
                          evaluate(train.images, train.task, workers=workers))
 
 
-def rule_table_row(rev: RunEvaluation, n_boot: int = 1000, seed: int = 0) -> dict:
+def run_controls(rev: RunEvaluation, seed: int = FRESH_SEED, workers: int = 2) -> ControlEvaluations:
+    """The control sets of a run's samples (fresh, degraded, matched null; ``empirics.controls``), evaluated."""
+    if not isinstance(rev, RunEvaluation):
+        raise ValueError(f"rev must be a RunEvaluation (evaluate_run), got {type(rev).__name__}")
+    return evaluate_controls(rev.task, rev.samples.images, seed=seed, workers=workers)
+
+
+def control_comparison(rev: RunEvaluation, controls: ControlEvaluations, metrics, *, trim=(2.5, 97.5),
+                       n_boot: int = 1000, seed: int = 0) -> dict:
+    """A run's sample metrics beside its controls, with the verdicts (``empirics.controls.compare``)."""
+    if not isinstance(rev, RunEvaluation):
+        raise ValueError(f"rev must be a RunEvaluation (evaluate_run), got {type(rev).__name__}")
+    if len(controls) != len(rev.sample_eval):
+        raise ValueError(f"controls hold {len(controls)} images per set, the run's samples {len(rev.sample_eval)}; "
+                         "make them with run_controls(rev)")
+    return compare(rev.sample_eval, controls, metrics, trim=trim, n_boot=n_boot, seed=seed)
+
+
+def rule_table_row(rev: RunEvaluation, n_boot: int = 1000, seed: int = 0,
+                   controls: ControlEvaluations | None = None) -> dict:
     """Table 1 and Section 3.3 numbers of one run: Invalid %, coarse violations (both with exact binomial
-    95 % CIs), the trimmed fit, R^2, Error (eq. (4)), conforming fractions of samples and training data."""
+    95 % CIs), the trimmed fit, R^2, Error (eq. (4)), conforming fractions of samples and training data.
+
+    With ``controls`` (``run_controls``), the row gains ``"controls"``: every metric of
+    ``empirics.controls.Metric`` on the samples beside the three control sets, with the verdicts
+    (``differs_from_controls``, ``evidence``); bootstrap CIs need ``n_boot`` >= 1."""
     ev = rev.sample_eval
     n, n_valid = len(ev), int(ev.valid.sum())
     violations = int(np.sum(~ev.coarse_ok[ev.valid]))
@@ -108,7 +132,7 @@ def rule_table_row(rev: RunEvaluation, n_boot: int = 1000, seed: int = 0) -> dic
     train_conf = conforming_fraction(rev.train_eval.x[tv], rev.train_eval.y[tv], k) if tv.any() else None
     lo, hi = binomial_ci(n - n_valid, n)
     vlo, vhi = binomial_ci(violations, n_valid)
-    return {
+    row = {
         "task": ev.task.value, "samples": rev.samples.name, "train_step": rev.samples.meta.get("train_step"),
         "n_samples": n, "n_valid": n_valid, "invalid": n - n_valid, "invalid_percent": 100 * (n - n_valid) / n,
         "invalid_percent_ci95": [100 * lo, 100 * hi],
@@ -123,6 +147,9 @@ def rule_table_row(rev: RunEvaluation, n_boot: int = 1000, seed: int = 0) -> dic
         "sampling_seconds": rev.samples.meta.get("seconds"), "sampler": rev.samples.meta.get("sampler"),
         "sampling_steps": rev.samples.meta.get("steps"), "eta": rev.samples.meta.get("eta"),
     }
+    if controls is not None:
+        row["controls"] = control_comparison(rev, controls, tuple(Metric), n_boot=max(n_boot, 1), seed=seed)
+    return row
 
 
 def restore_run(out, config_json, samples_npz, sample_json=None, *, name: str | None = None) -> Path:
