@@ -24,6 +24,8 @@ VERBS: dict[str, tuple[str, str]] = {
     "table1": ("paper_figs.table1", "Table 1: Invalid %% and coarse violations of DDPM samples, over run folders"),
     "figure4": ("paper_figs.figure4", "Figure 4: DDPM samples against the fine rule (fit, R^2, Error eq. (4))"),
     "figure5": ("paper_figs.figure5", "Figures 5 and 11: rule-conforming samples and memorization"),
+    "marginals": ("paper_figs.marginals", "Marginal fidelity of DDPM samples beside Table 1 (background, colours, "
+                  "W1/KS, training support, rule inside it), each beside fresh renders"),
     "ddpm-curves": ("paper_figs.ddpm_curves", "Invalid %% and coarse violations vs training steps and sampling steps"),
     "bounds": ("paper_figs.bounds_cli", "Thm 4.5 exactly: stationary points, GD limit, C0, C1"),
     "appendix-a": ("paper_figs.appendix_a", "App. A: FID 0 yet a different rule (Gaussian mixture)"),
