@@ -73,7 +73,7 @@ import numpy as np
 from scipy.special import expit, ndtr
 
 from empirics._checks import check_int
-from empirics.box_profile import thin_extent
+from empirics.box_profile import fit_boxes, kernel_width, thin_extent
 from empirics.metrics import coarse_rule, feature_errors, fine_ratio, summarize
 from empirics.tasks import BLUE_GREEN, DARK, SPECS, YELLOWISH, HSVRange, Shape, Task, TaskSpec, fine_xy
 
@@ -1014,7 +1014,119 @@ def _pole_geometry(pole: _Element, shadow: _Element, own: np.ndarray) -> dict[st
         along = upper & (np.arange(S)[None, :] >= np.ceil(np.nan_to_num(top, nan=0.0))[:, None])
         far_width = _plateau(np.where(along, far_rows, 0.0))
         foot = yc + _edge_integral(np.where(upper, 0.0, far_rows) / far_width[:, None], yc)
-    return {"pole_x": x, "pole_width": width, "pole_top": top, "ground_y": foot, "_above": yc - top}
+    return {"pole_x": x, "pole_width": width, "pole_top": top, "ground_y": foot, "_above": yc - top,
+            "_kernel": _pole_kernel(far_rows, top, foot, far_width),
+            "_kernel_shown": np.maximum(_edge_phase(top), _edge_phase(foot)) >= KERNEL_PHASE}
+
+
+KERNEL_PHASE = 0.2          # px: an edge this far from a pixel centre shows the kernel (``box_profile.kernel_width``)
+
+
+def _edge_phase(edge: np.ndarray) -> np.ndarray:
+    """Distance (px) of an edge from the nearest pixel centre: 0 (it reads 1/2 whatever the kernel) to 1/2."""
+    with np.errstate(invalid="ignore"):
+        return np.abs(np.mod(np.nan_to_num(edge, nan=0.5), 1.0) - 0.5)
+
+
+def _pole_kernel(far_rows: np.ndarray, top: np.ndarray, foot: np.ndarray, level: np.ndarray) -> np.ndarray:
+    """Task A: the image's downscaling kernel width a (px, ``empirics.box_profile``; NaN if unknown) from
+    the two ends of the pole's half on the sun's side, a box [top, foot] whose ends and level the edge
+    integrals of ``_pole_geometry`` give exactly for any symmetric kernel: only the shape of its blurred
+    ends is left to a (``box_profile.kernel_width``). The shadow strip has the same kernel."""
+    n, S = far_rows.shape
+    a = np.full(n, np.nan)
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(top) & np.isfinite(foot) & np.isfinite(level) & (level > 0) & (foot - top >= 2)
+    if ok.any():
+        idx = np.arange(S)[None, :]
+        near = (idx >= np.floor(top[ok])[:, None] - 2) & (idx <= np.ceil(foot[ok])[:, None] + 1)
+        a[ok] = kernel_width(np.where(near, np.nan_to_num(far_rows[ok]), 0.0), top[ok], foot[ok] - top[ok],
+                             level[ok])[0]
+    return a
+
+
+SHORT_STRIP = 5             # columns: a strip whose >= half-max run is this short is measured by a box fit
+STRIP_WINDOW = 12           # px: window of the box fit of a short strip
+FIT_CHUNK = 16              # short strips fitted at once (memory of the grid scan)
+KERNEL_CHOICES = (0.0, 0.5, 1.0, 1.5)   # px: kernel widths tried on a short strip whose pole does not show a
+NEAR_END_SLACK = 0.01       # rms / peak: a near end held at the pole explains a sharp strip if it fits this well
+
+
+def _shadow_end(shadow: _Element, side: np.ndarray, kernel: np.ndarray, shown: np.ndarray, pole_x: np.ndarray,
+                pole_width: np.ndarray) -> np.ndarray:
+    """Task A: x (px) of the shadow strip's far end, from the strip's ink per column P(x) alone.
+
+    Its near end needs no measuring (a strip starts at the pole's axis or is hidden up to its edge, by
+    convention of the renderer), and must not be used: the centroid +- half the extent is biased for a
+    strip with partial end pixels (a partial pixel's ink counts at its centre, not at its covered
+    part's: by a (1 - a) / (2 L) px for an end pixel covered a, up to 1 / (8 L); with the near end on a
+    pixel boundary, as in ``empirics.tasks``, always long: 0.05 px on a 2.5 px strip, 1.5 % of l2).
+
+    * A strip whose run of columns at >= half its peak is longer than ``SHORT_STRIP``: the edge integral
+      end = x_k + sum_{x >= x_k} P(x) / A from the near boundary x_k of the column two inside that run's far
+      end (fully covered for any kernel up to 2 px wide), A the plateau; exact for any symmetric kernel.
+    * A shorter strip has no plateau once a downscaler blurs it (a 1-2 px strip under PIL's bilinear:
+      the peak column holds 60-90 % of A), so neither A nor the extent is read off a pixel: a blurred box
+      (sum / L) * box_profile(x, e, L, a) is fitted to P (``box_profile.fit_boxes``) with the image's
+      kernel width a (``_pole_kernel``), and the end is e + L. Where both ends of the pole lie near pixel
+      centres (``KERNEL_PHASE``: they read 1/2 whatever a), a is the one of ``KERNEL_CHOICES`` whose fit
+      explains P best (the pole's estimate unless another fits better by ``NEAR_END_SLACK``).
+      With a sharp kernel (a <= ``SHARP_KERNEL``)
+      a strip over two partial columns is not in its pixels (``box_profile``: (A (1 - o), A (L - 1 + o))
+      fits every offset o, and the end j + 1 + r (1 - o) moves by up to r px): there the near end is taken
+      where a strip starts, at the pole's axis (visible from it) or its edge (hidden up to it), the one
+      that explains P better, unless neither explains it as well as the free fit (``NEAR_END_SLACK``).
+    Images without a kernel estimate keep the centroid estimate (NaN geometry is Invalid elsewhere).
+    """
+    n, S = shadow.rows.shape
+    cols = np.nan_to_num(shadow.cov.sum(1, dtype=np.float64))
+    flip = side < 0
+    prof = np.where(flip[:, None], cols[:, ::-1], cols)          # far end to the right
+    with np.errstate(invalid="ignore"):
+        end = shadow.cx + side * shadow.dx / 2                   # fallback (no kernel, no ink)
+    end_m = np.where(flip, S - end, end)
+    peak = prof.max(1)
+    above = prof >= 0.5 * peak[:, None]
+    i0 = np.argmax(above, 1)
+    i1 = S - 1 - np.argmax(above[:, ::-1], 1)
+    usable = (peak > 0) & np.isfinite(side) & (side != 0)
+    long = usable & (i1 - i0 + 1 > SHORT_STRIP)
+    if long.any():
+        level = _plateau(prof[long])
+        k = i1[long] - 2
+        with np.errstate(divide="ignore", invalid="ignore"):
+            end_m[long] = k + _edge_integral(prof[long] / level[:, None], k)
+    short = np.flatnonzero(usable & ~long & np.isfinite(kernel))
+    if short.size:
+        ink = prof[short] > 1e-3 * peak[short, None]
+        first = np.argmax(ink, 1)
+        w0 = np.clip(first - 2, 0, max(S - STRIP_WINDOW, 0))
+        width = min(STRIP_WINDOW, S)
+        win = prof[short[:, None], w0[:, None] + np.arange(width)[None, :]]
+        for s0 in range(0, short.size, FIT_CHUNK):
+            part = slice(s0, s0 + FIT_CHUNK)
+            idx = short[part]
+            fit = fit_boxes(win[part], kernel[idx], max_length=min(8.0, width))
+            a, best_end, best_rms = kernel[idx].copy(), fit.edge + fit.length, fit.rms
+            unsure = np.flatnonzero(~shown[idx])
+            for choice in KERNEL_CHOICES if unsure.size else ():
+                other = fit_boxes(win[part][unsure], np.full(unsure.size, choice), max_length=min(8.0, width))
+                better = other.rms < best_rms[unsure] - NEAR_END_SLACK
+                pick = unsure[better]
+                a[pick], best_end[pick], best_rms[pick] = choice, (other.edge + other.length)[better], other.rms[better]
+            best_rms = best_rms + NEAR_END_SLACK
+            sharp = a <= SHARP_KERNEL
+            if sharp.any():
+                axis = np.where(flip[idx], S - pole_x[idx], pole_x[idx]) - w0[part]
+                for near in (axis, axis + np.nan_to_num(pole_width[idx]) / 2):
+                    ok = sharp & np.isfinite(near)
+                    held = fit_boxes(win[part][ok], a[ok], max_length=min(8.0, width), edge=near[ok])
+                    better = held.rms < best_rms[ok]
+                    pick = np.flatnonzero(ok)[better]
+                    best_end[pick] = (held.edge + held.length)[better]
+                    best_rms[pick] = held.rms[better]
+            end_m[idx] = w0[part] + best_end
+    return np.where(flip, S - end_m, end_m)
 
 
 THIN_COVERAGES = np.linspace(0.1, 1.0, 19)
@@ -1227,7 +1339,8 @@ def _features(spec: TaskSpec, e: list[_Element], S: int, luma: np.ndarray,
             on_strip = np.abs(f["ground_y"] - shadow.cy) <= shadow.dy / 2 + tol
             flag(~on_strip, Reason(Problem.SHADOW_NOT_AT_FOOT))
         side = np.sign(shadow.cx - f["pole_x"])
-        f["shadow_end"] = shadow.cx + side * shadow.dx / 2
+        f["shadow_end"] = _shadow_end(shadow, side, f.pop("_kernel"), f.pop("_kernel_shown"), f["pole_x"],
+                                      f["pole_width"])
         f["shadow_thickness"] = shadow.dy
         f["l1"] = np.abs(f["sun_x"] - f["pole_x"])
         f["h1"] = f["pole_top"] - f["sun_y"]
