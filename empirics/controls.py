@@ -11,14 +11,16 @@ as many images as there are samples, on three control sets (``ControlKind``):
 * ``DEGRADED``: the same renders through ``empirics.tasks.degrade`` at its defaults (Gaussian blur
   sigma 0.5 px, then JPEG quality 75);
 * ``MATCHED``: the matched null, defined in one sentence a reviewer can check: *fresh render i is
-  redrawn with sample i's element colours on sample i's background colour, blurred with the Gaussian
-  sigma at which its blur measure equals sample i's, and given white Gaussian pixel noise of sample
-  i's background noise std, so that these four measured statistics (``measure_style``) of the null
-  equal the samples' image by image, while its geometry obeys the rule exactly.*
+  redrawn with sample i's element colours on sample i's background colour, blurred with the one
+  Gaussian sigma at which the null's median blur measure equals the samples', and given white
+  Gaussian pixel noise of sample i's background noise std, so that these measured statistics
+  (``measure_style``) of the null equal the samples' (colours, background and noise image by image,
+  blur in the median), while its geometry obeys the rule exactly.*
 
 The statistics (``ImageStyle``, all measured by ``measure_style`` on samples and null alike):
 
-* background: per-channel median RGB of the image (elements cover well under half of it);
+* background: per-channel median RGB of the pixels within ``BACKGROUND_BAND`` grey levels of the
+  image's median colour (the paper, without the elements);
 * element colour: per element, the per-channel median RGB of the pixels of its colour family that
   carry at least half of the family's strongest ink in the image (the element's body, not its
   anti-aliased rim). The family is found on the background-divided image by hue, saturation and a
@@ -34,8 +36,11 @@ The statistics (``ImageStyle``, all measured by ``measure_style`` on samples and
   excluded: that exclusion is what makes it robust; a median absolute deviation would be stuck at
   whole grey levels, since the samples' noise is about one level).
 
-How the null is fitted: the blur sigma is searched on ``SIGMA_GRID`` per image (the pair's noise
-included), then each element colour is corrected once by the difference between the sample's
+How the null is fitted: the blur sigma is interpolated on ``SIGMA_GRID`` (the pairs' noise included;
+one sigma for the set, because a pair's blur measures also differ by its two geometries; sigmas up
+to ~0.3 px barely change the measure of a box-filtered render, so blur below ~0.4 px is not resolved
+on a few hundred images), then each
+element colour is corrected once by the difference between the sample's
 measured colour and the null's (blur lightens the core of a small element); a statistic that cannot
 be measured on a sample (e.g. an element it lacks) takes the median over the samples that have it.
 The noise is seeded (``numpy.random.Generator``), so the null is reproducible bit for bit.
@@ -108,7 +113,7 @@ _STYLE_RULES = {YELLOWISH.name: (15.0, 25.0, (90.0, 255.0), (50.0, 255.0)),
                 BLUE_GREEN.name: (120.0, 40.0, (90.0, 255.0), (50.0, 255.0)),
                 DARK.name: (0.0, 90.0, (0.0, 89.0), (0.0, 190.0))}
 BACKGROUND_BAND = 24.0            # grey levels: farther from the background colour is ink, not paper
-SIGMA_GRID = np.round(np.arange(0.0, 2.01, 0.05), 2)   # px: blur sigmas the matched null searches
+SIGMA_GRID = np.round(np.arange(0.0, 2.01, 0.1), 2)   # px: blur sigmas the matched null searches
 _REBLUR_SIGMA = 1.0
 _INK_SHARE = 0.5
 
@@ -192,7 +197,14 @@ def measure_style(images, task) -> ImageStyle:
     imgs = _check_images(images)
     n, S = imgs.shape[:2]
     f = imgs.astype(np.float64)
-    bg = np.median(f.reshape(n, -1, 3), axis=1)
+    # Background: the median of the pixels within BACKGROUND_BAND of the first median (the elements
+    # themselves would pull a plain median off the paper by up to a grey level on Task D's large squares).
+    flat = f.reshape(n, -1, 3)
+    first = np.median(flat, axis=1)
+    bg = np.empty((n, 3))
+    for i in range(n):
+        near = np.abs(flat[i] - first[i]).max(axis=1) <= BACKGROUND_BAND
+        bg[i] = np.median(flat[i][near], axis=0) if near.any() else first[i]
     white = np.minimum(255.0 * f / np.maximum(bg, 1.0)[:, None, None, :], 255.0)
     hsv = cv2.cvtColor(white.astype(np.uint8).reshape(n * S, S, 3), cv2.COLOR_RGB2HSV).reshape(n, S, S, 3)
     hsv = hsv.astype(np.float64)
@@ -234,7 +246,7 @@ def _filled(a: np.ndarray) -> np.ndarray:
 class MatchedNull:
     """The matched null of a sample set (module docstring): images and what was fitted to make them.
 
-    ``target``: the samples' measured style; ``sigma``: (N,) fitted blur sigma (px); ``drawn``:
+    ``target``: the samples' measured style; ``sigma``: (N,) blur sigma (px, one value for the set); ``drawn``:
     {element: (N, 3)} the RGB colours the fresh renders were drawn with; ``style``: the null's own
     measured style (compare it with ``target`` via ``style_check``).
     """
@@ -281,19 +293,23 @@ def matched_null(task, sample_images, seed: int = FRESH_SEED) -> MatchedNull:
     target = measure_style(imgs, task)
     bg = _filled(target.background)
     colours = {k: _filled(v) for k, v in target.colours.items()}
-    noise_std = _filled(target.noise)
+    # The samples' measured noise already holds uint8 rounding (variance 1/12); the null is rounded too.
+    noise_std = np.sqrt(np.maximum(_filled(target.noise) ** 2 - 1.0 / 12.0, 0.0))
     fresh = fresh_renders(task, n, S, seed)
     noise = np.random.default_rng([seed, ord(task.value), 1]).standard_normal(imgs.shape) * noise_std[:, None, None,
                                                                                                      None]
     composed = _compose(task, fresh.params, colours, bg, S)
-    # Blur: the sigma of the grid whose measure on the pair's null is nearest the sample's.
-    want = target.blur
-    measures = np.empty((SIGMA_GRID.size, n))
-    for g, s in enumerate(SIGMA_GRID):
-        out = _finish(composed, np.full(n, s), noise)
-        measures[g] = [_blur_measure(im) for im in out]
-    best = SIGMA_GRID[np.nanargmin(np.abs(measures - np.where(np.isfinite(want), want, 0.0)), axis=0)]
-    sigma = np.where(np.isfinite(want), best, np.median(best[np.isfinite(want)]) if np.isfinite(want).any() else 0.0)
+    # Blur: the one sigma at which the null's median blur measure equals the samples' (linear between grid
+    # points; the measure rises with sigma). One sigma for the set, not one per pair: a pair's measures
+    # also differ by its two geometries, which a per-pair fit would turn into blur.
+    want = target.blur[np.isfinite(target.blur)]
+    sigma = 0.0
+    if want.size:
+        medians = np.array([np.nanmedian([_blur_measure(im) for im in _finish(composed, np.full(n, s), noise)])
+                            for s in SIGMA_GRID])
+        sigma = float(np.interp(np.median(want), medians, SIGMA_GRID)) if np.all(np.diff(medians) > 0) else \
+            float(SIGMA_GRID[np.argmin(np.abs(medians - np.median(want)))])
+    sigma = np.full(n, sigma)
     # Colours: one correction by the measured difference (blur lightens a small element's core).
     first = measure_style(_finish(composed, sigma, noise), task)
     drawn = {}

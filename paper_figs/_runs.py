@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from empirics.runs import RunEvaluation, evaluate_run
+from empirics.controls import FRESH_SEED, ControlEvaluations
+from empirics.runs import RunEvaluation, evaluate_run, run_controls
 
 # The paper's numbers (Table 1; Section 3.3 / Fig. 4 R^2 and Table 2's DDPM row for Error).
 PAPER_TABLE1 = {"A": {"invalid_percent": 30.15, "coarse_violations": 1},
@@ -24,6 +25,9 @@ def add_run_arguments(p: argparse.ArgumentParser, default_out: str = "paper_figs
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates for the 95%% CIs (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--control-seed", type=int, default=FRESH_SEED,
+                   help=f"seed of the control sets (fresh renders, matched-null noise; default {FRESH_SEED}, "
+                   "which no training set uses)")
 
 
 def load_runs(args) -> list[RunEvaluation]:
@@ -35,3 +39,10 @@ def load_runs(args) -> list[RunEvaluation]:
     if len(set(tasks)) != len(tasks):
         raise ValueError(f"give one run per task; got tasks {tasks}")
     return out
+
+
+def load_controls(args, runs: list[RunEvaluation]) -> list[ControlEvaluations]:
+    """The control sets of every run (fresh, degraded, matched null; ``empirics.controls``), evaluated."""
+    if args.control_seed < 0:
+        raise ValueError(f"--control-seed must be >= 0, got {args.control_seed}")
+    return [run_controls(rev, seed=args.control_seed) for rev in runs]

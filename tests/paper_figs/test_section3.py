@@ -38,7 +38,7 @@ def test_table1_counts_and_cis(runs, tmp_path):
     assert lo == 0.0 and 0 < hi < 10  # Clopper-Pearson upper bound for 0 of 40: 8.8 %
     assert rows["C"]["paper"]["invalid_percent"] == 41.75
     assert rows["A"]["train_step"] == 7
-    assert (tmp_path / "table1.csv").read_text().count("\n") == 3
+    assert (tmp_path / "table1.csv").read_text().count("\n") == 1 + 2 * 4   # header, samples + 3 controls per task
 
 
 def test_table1_sees_coarse_violations(runs, tmp_path):
