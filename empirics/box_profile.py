@@ -152,8 +152,8 @@ def thin_extent(long_profile, thin_profile) -> ThinExtent:
 # ---- Vectorised fits (many profiles at once, one kernel width each): Task A's short shadow strips. ----
 
 KERNEL_GRID = np.arange(0.0, KERNEL_WIDTH[1] + 1e-9, 0.05)    # px: kernel widths scanned by ``kernel_width``
-FIT_COARSE = 0.05              # px: grid step of ``fit_boxes`` over (edge, length), then refined
-FIT_FINE = 0.005               # px: step of the refinement grid (+- one coarse step)
+FIT_COARSE = 0.1               # px: grid step of ``fit_boxes`` over (edge, length), then refined
+FIT_FINE = (0.01, 0.001)       # px: steps of the refinement grids (each +- one step of the grid before)
 SHIFT_RANGE = 0.8              # px: edges scanned about centroid - length / 2
 
 
@@ -217,7 +217,7 @@ def fit_boxes(profiles, a, max_length: float = 8.0, edge=None) -> BoxFit:
     """Least-squares box profiles (sum / L) * box_profile(c, e, L, a) for many profiles (n, W) at once,
     each with its own kernel width a (from ``kernel_width``): a grid over (e, L) (step ``FIT_COARSE``,
     e within ``SHIFT_RANGE`` of centroid - L / 2, L up to ``max_length``), then a finer grid
-    (``FIT_FINE``) about the best. The model's amplitude is sum / L (blur keeps the sum), so the level
+    (``FIT_FINE``) about the best, twice. The model's amplitude is sum / L (blur keeps the sum), so the level
     of the ink need not be known; where it is not in the pixels (a sharp kernel and no fully covered
     pixel: ``thin_extent``'s non-identifiable bars) the fit returns one of the boxes that explain the
     profile equally well. ``edge`` (n,): the near edges, when known, are held fixed and only L is fitted
@@ -241,27 +241,33 @@ def fit_boxes(profiles, a, max_length: float = 8.0, edge=None) -> BoxFit:
         return np.sqrt(np.mean((model - p[:, None, :]) ** 2, axis=2)) / peak[:, None]
 
     lengths = np.arange(0.2, max_length + 1e-9, FIT_COARSE)
-    fine = np.arange(-FIT_COARSE, FIT_COARSE + 1e-9, FIT_FINE)
-    if edge is None:
+    held = edge is not None
+    if not held:
         shifts = np.arange(-SHIFT_RANGE, SHIFT_RANGE + 1e-9, FIT_COARSE)
         L = np.broadcast_to(np.repeat(lengths, shifts.size)[None, :], (n, lengths.size * shifts.size))
         e = centroid[:, None] - L / 2 + np.tile(shifts, lengths.size)[None, :]
-        de, dl = (g.ravel() for g in np.meshgrid(fine, fine, indexing="ij"))
     else:
         edge = np.broadcast_to(np.asarray(edge, np.float64), (n,))
         if not np.all(np.isfinite(edge)):
             raise ValueError("edge must be finite where given")
         L = np.broadcast_to(lengths[None, :], (n, lengths.size))
         e = np.broadcast_to(edge[:, None], L.shape)
-        de, dl = np.zeros_like(fine), fine
     rms = scan(e, L)
     k = np.argmin(rms, axis=1)
-    e_best, l_best = e[np.arange(n), k], L[np.arange(n), k]
-    e2 = e_best[:, None] + de[None, :]
-    l2 = np.maximum(l_best[:, None] + dl[None, :], FIT_FINE)
-    rms2 = scan(e2, l2)
-    k2 = np.argmin(rms2, axis=1)
-    edge, length = e2[np.arange(n), k2], l2[np.arange(n), k2]
+    edge, length, best = e[np.arange(n), k], L[np.arange(n), k], rms[np.arange(n), k]
+    prev = FIT_COARSE
+    for step in FIT_FINE:
+        fine = np.arange(-prev, prev + step / 2, step)
+        if held:
+            de, dl = np.zeros_like(fine), fine
+        else:
+            de, dl = (g.ravel() for g in np.meshgrid(fine, fine, indexing="ij"))
+        e2 = edge[:, None] + de[None, :]
+        l2 = np.maximum(length[:, None] + dl[None, :], step)
+        rms2 = scan(e2, l2)
+        k2 = np.argmin(rms2, axis=1)
+        edge, length, best = e2[np.arange(n), k2], l2[np.arange(n), k2], rms2[np.arange(n), k2]
+        prev = step
     full = np.any(_step_many(c[None, :] - edge[:, None], a[:, None])
                   - _step_many(c[None, :] - edge[:, None] - length[:, None], a[:, None]) >= 1 - 1e-6, axis=1)
-    return BoxFit(edge, length, rms2[np.arange(n), k2], full)
+    return BoxFit(edge, length, best, full)

@@ -312,12 +312,13 @@ class _Element:
     cov: np.ndarray          # (n, S, S) coverage
 
 
-def _disc_fit(cov, weight, xs, ys, p0, iters: int = 40):
+def _disc_fit(cov, weight, xs, ys, p0, iters: int = 40, scale: float = 1.0):
     """Levenberg-Marquardt fit of an edge-blurred disc amp * Phi((r - rho) / s) to coverage windows.
 
     cov, weight: (m, W, W); xs, ys: (m, W) pixel-centre coordinates of the window columns / rows;
     p0: (m, 4) initial (cx, cy, r, s) with amp = 1 fixed, or (m, 5) with a free amp. Returns the
-    parameters and bool[m] convergence.
+    parameters and bool[m] convergence. The edge width s is kept in [0.15, 3] px x ``scale`` (S / 32 for an
+    image of S px: an edge as soft as a 32 px render's, enlarged, is ``scale`` times wider in pixels).
     """
     m, k = p0.shape
     p = p0.astype(np.float64).copy()
@@ -354,7 +355,7 @@ def _disc_fit(cov, weight, xs, ys, p0, iters: int = 40):
             step = -np.matmul(np.linalg.pinv(damped), g[..., None])[..., 0]
         q = p + step
         q[:, 2] = np.maximum(q[:, 2], 0.3)
-        q[:, 3] = np.clip(q[:, 3], 0.15, 3.0)
+        q[:, 3] = np.clip(q[:, 3], 0.15 * scale, 3.0 * scale)
         if k == 5:
             q[:, 4] = np.clip(q[:, 4], 0.5, 2.0)
         res_q, dxx_q, dyy_q, rho_q, z_q = residuals(q)
@@ -470,9 +471,10 @@ def _fit_cut_discs(cov, region, touches, cx, cy, radius):
     vis_y1 = np.where(hard.any(2), ys[:, :], -np.inf).max(1) + 0.5
     cx0 = np.where(left & ~right, vis_x1 - r0, np.where(right & ~left, vis_x0 + r0, cx))
     cy0 = np.where(top & ~bottom, vis_y1 - r0, np.where(bottom & ~top, vis_y0 + r0, cy))
-    p0 = np.stack([cx0, cy0, r0, np.full(m, 0.45)], axis=1)
-    p0 = np.where(np.isfinite(p0), p0, np.stack([cx, cy, r0, np.full(m, 0.45)], axis=1))
-    p, ok = _disc_fit(win, wt, xs, ys, p0)
+    scale = max(1.0, S / 32)
+    p0 = np.stack([cx0, cy0, r0, np.full(m, 0.45 * scale)], axis=1)
+    p0 = np.where(np.isfinite(p0), p0, np.stack([cx, cy, r0, np.full(m, 0.45 * scale)], axis=1))
+    p, ok = _disc_fit(win, wt, xs, ys, p0, scale=scale)
     return p[:, 0], p[:, 1], p[:, 2], ok
 
 
@@ -966,14 +968,15 @@ def _evaluate_chunk(rgb: np.ndarray, task: Task, tol: dict, restore: int = 0,
     return _measure_chunk(chunk), chunk.reasons
 
 
-def _edge_integral(profile: np.ndarray, start: np.ndarray) -> np.ndarray:
+def _edge_integral(profile: np.ndarray, start: np.ndarray, stop: float = 0.5) -> np.ndarray:
     """Length of the run of a (n, S) coverage profile from row ``start`` on: the sum of the profile,
-    clipped to [0, 1], up to one row past the first row below 1/2 (the edge, and a blurred edge's
-    tail); the rows further on hold only noise, which a longer sum would gather."""
+    clipped to [0, 1], up to one row past the first row below ``stop`` (the edge, and a blurred edge's
+    tail); the rows further on hold only noise, which a longer sum would gather. An enlarged image
+    (nearest-neighbour) repeats a partial end pixel over many rows: pass a lower ``stop`` to keep them."""
     n, S = profile.shape
     idx = np.arange(S)[None, :]
     p = np.clip(np.nan_to_num(profile), 0.0, 1.0)
-    low = (p < 0.5) & (idx >= start[:, None])
+    low = (p < stop) & (idx >= start[:, None])
     end = np.where(low.any(1), np.argmax(low, 1), S - 1) + 1
     return np.where((idx >= start[:, None]) & (idx <= end[:, None]), p, 0.0).sum(1)
 
@@ -1016,7 +1019,21 @@ def _pole_geometry(pole: _Element, shadow: _Element, own: np.ndarray) -> dict[st
         foot = yc + _edge_integral(np.where(upper, 0.0, far_rows) / far_width[:, None], yc)
     return {"pole_x": x, "pole_width": width, "pole_top": top, "ground_y": foot, "_above": yc - top,
             "_kernel": _pole_kernel(far_rows, top, foot, far_width),
-            "_kernel_shown": np.maximum(_edge_phase(top), _edge_phase(foot)) >= KERNEL_PHASE}
+            "_kernel_shown": np.maximum(_edge_phase(top / _bin_factor(S)), _edge_phase(foot / _bin_factor(S)))
+            >= KERNEL_PHASE}
+
+
+def _bin_factor(S: int) -> int:
+    """Columns summed into one by ``_bin``: an image larger than 32 px is read at 32 px scale for the
+    kernel and short-strip fits (their grids are in px of a 32 px image; binning is area averaging, so a
+    nearest-neighbour enlargement bins back to its source exactly)."""
+    return max(1, S // 32)
+
+
+def _bin(profile: np.ndarray, b: int) -> np.ndarray:
+    """(n, S) profiles summed over runs of ``b`` pixels -> (n, S // b)."""
+    n, S = profile.shape
+    return profile[:, :S // b * b].reshape(n, S // b, b).sum(2) if b > 1 else profile
 
 
 KERNEL_PHASE = 0.2          # px: an edge this far from a pixel centre shows the kernel (``box_profile.kernel_width``)
@@ -1033,6 +1050,8 @@ def _pole_kernel(far_rows: np.ndarray, top: np.ndarray, foot: np.ndarray, level:
     the two ends of the pole's half on the sun's side, a box [top, foot] whose ends and level the edge
     integrals of ``_pole_geometry`` give exactly for any symmetric kernel: only the shape of its blurred
     ends is left to a (``box_profile.kernel_width``). The shadow strip has the same kernel."""
+    b = _bin_factor(far_rows.shape[1])
+    far_rows, top, foot, level = _bin(far_rows, b), top / b, foot / b, level * b
     n, S = far_rows.shape
     a = np.full(n, np.nan)
     with np.errstate(invalid="ignore"):
@@ -1046,6 +1065,7 @@ def _pole_kernel(far_rows: np.ndarray, top: np.ndarray, foot: np.ndarray, level:
 
 
 SHORT_STRIP = 5             # columns: a strip whose >= half-max run is this short is measured by a box fit
+TAIL_INK = 0.05             # a strip's columns are summed up to one past the first with less coverage than this
 STRIP_WINDOW = 12           # px: window of the box fit of a short strip
 FIT_CHUNK = 16              # short strips fitted at once (memory of the grid scan)
 KERNEL_CHOICES = (0.0, 0.5, 1.0, 1.5)   # px: kernel widths tried on a short strip whose pole does not show a
@@ -1078,12 +1098,14 @@ def _shadow_end(shadow: _Element, side: np.ndarray, kernel: np.ndarray, shown: n
       that explains P better, unless neither explains it as well as the free fit (``NEAR_END_SLACK``).
     Images without a kernel estimate keep the centroid estimate (NaN geometry is Invalid elsewhere).
     """
-    n, S = shadow.rows.shape
-    cols = np.nan_to_num(shadow.cov.sum(1, dtype=np.float64))
+    b = _bin_factor(shadow.rows.shape[1])
+    cols = _bin(np.nan_to_num(shadow.cov.sum(1, dtype=np.float64)), b)
+    n, S = cols.shape
+    pole_x, pole_width = pole_x / b, pole_width / b
     flip = side < 0
     prof = np.where(flip[:, None], cols[:, ::-1], cols)          # far end to the right
     with np.errstate(invalid="ignore"):
-        end = shadow.cx + side * shadow.dx / 2                   # fallback (no kernel, no ink)
+        end = (shadow.cx + side * shadow.dx / 2) / b             # fallback (no kernel, no ink)
     end_m = np.where(flip, S - end, end)
     peak = prof.max(1)
     above = prof >= 0.5 * peak[:, None]
@@ -1095,7 +1117,7 @@ def _shadow_end(shadow: _Element, side: np.ndarray, kernel: np.ndarray, shown: n
         level = _plateau(prof[long])
         k = i1[long] - 2
         with np.errstate(divide="ignore", invalid="ignore"):
-            end_m[long] = k + _edge_integral(prof[long] / level[:, None], k)
+            end_m[long] = k + _edge_integral(prof[long] / level[:, None], k, TAIL_INK)
     short = np.flatnonzero(usable & ~long & np.isfinite(kernel))
     if short.size:
         ink = prof[short] > 1e-3 * peak[short, None]
@@ -1126,7 +1148,7 @@ def _shadow_end(shadow: _Element, side: np.ndarray, kernel: np.ndarray, shown: n
                     best_end[pick] = (held.edge + held.length)[better]
                     best_rms[pick] = held.rms[better]
             end_m[idx] = w0[part] + best_end
-    return np.where(flip, S - end_m, end_m)
+    return b * np.where(flip, S - end_m, end_m)
 
 
 THIN_COVERAGES = np.linspace(0.1, 1.0, 19)
