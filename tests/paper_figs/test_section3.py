@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from empirics import ddpm
+from empirics.controls import Metric
 from empirics.tasks import generate
 from paper_figs.cli import main as cli_main
 
@@ -39,6 +40,12 @@ def test_table1_counts_and_cis(runs, tmp_path):
     assert rows["C"]["paper"]["invalid_percent"] == 41.75
     assert rows["A"]["train_step"] == 7
     assert (tmp_path / "table1.csv").read_text().count("\n") == 1 + 2 * 4   # header, samples + 3 controls per task
+    ctl = rows["A"]["controls"]
+    assert ctl["n_per_control"] == 40 and set(ctl["metrics"]) == {m.value for m in Metric}
+    inv = ctl["metrics"]["invalid_percent"]
+    assert set(inv["controls"]) == {"fresh", "degraded", "matched"}
+    # rule-exact 'samples' are as valid as fresh renders: Invalid % is no evidence here
+    assert "fresh" not in inv["differs_from_controls"] and not inv["evidence"]
 
 
 def test_table1_sees_coarse_violations(runs, tmp_path):
@@ -54,6 +61,9 @@ def test_figure4_fit_on_rule_exact_samples(runs, tmp_path):
     for task in "AC":
         s = rec["tasks"][task]["summary"]
         assert s["r2"] > 0.999 and s["error"] < 0.02
+        ctl = rec["tasks"][task]["controls"]["metrics"]
+        assert set(ctl) == {"slope", "r2", "error"}
+        assert "fresh" not in ctl["slope"]["differs_from_controls"]
     assert (tmp_path / "figure4.png").stat().st_size > 0
 
 
