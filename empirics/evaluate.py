@@ -1125,6 +1125,8 @@ def _shadow_end(shadow: _Element, side: np.ndarray, kernel: np.ndarray, shown: n
         w0 = np.clip(first - 2, 0, max(S - STRIP_WINDOW, 0))
         width = min(STRIP_WINDOW, S)
         win = prof[short[:, None], w0[:, None] + np.arange(width)[None, :]]
+        inked = win.sum(1) > 0                   # unmixing noise can leave a window without net ink
+        short, w0, win = short[inked], w0[inked], win[inked]
         for s0 in range(0, short.size, FIT_CHUNK):
             part = slice(s0, s0 + FIT_CHUNK)
             idx = short[part]
