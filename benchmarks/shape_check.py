@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 
 from empirics import evaluate as ev_mod  # noqa: E402
 from empirics.atomic import write_json  # noqa: E402
-from empirics.evaluate import EXPECTED_FORM, Form, evaluate, shape_statistics  # noqa: E402
+from empirics.evaluate import evaluate, shape_statistics  # noqa: E402
 from empirics.render_reference import Downscaler, presets_for, render_reference  # noqa: E402
 from empirics.tasks import Task, degrade, generate  # noqa: E402
 
@@ -38,7 +38,7 @@ CROSS_GOAL = 0.02
 
 
 def thresholds() -> dict:
-    names = ("SEPARABLE_GAIN_DISC", "SEPARABLE_GAIN_RECT", "DISC_RESIDUAL", "DISC_RESIDUAL_SMALL", "SMALL_DISC",
+    names = ("SEPARABLE_GAIN_DISC", "SEPARABLE_GAIN_RECT", "DISC_RESIDUAL", "DISC_RESIDUAL_C_SMALL",
              "SQUARE_ASPECT", "BAR_ASPECT", "POLE_ASPECT")
     return {k: getattr(ev_mod, k) for k in names}
 
@@ -65,13 +65,8 @@ def measure(task: Task, n: int, n_ref: int, seed: int) -> dict:
     out = {}
     for name, images in sources(task, n, n_ref, seed):
         table, ok = shape_statistics(images, task)
-        small = {}
-        for el, st in table.items():
-            sel = ok & (st.radius < ev_mod.SMALL_DISC) if EXPECTED_FORM[task][el] is Form.CIRCLE else None
-            small[el] = _range(st.disc_residual[sel]) if sel is not None else None
         out[name] = {"n": int(len(images)), "n_judged": int(ok.sum()),
-                     "elements": {el: {**{k: _range(getattr(st, k)[ok]) for k in STATS},
-                                       "disc_residual_small": small[el]} for el, st in table.items()}}
+                     "elements": {el: {k: _range(getattr(st, k)[ok]) for k in STATS} for el, st in table.items()}}
         for el, r in out[name]["elements"].items():
             text = "  ".join(f"{k} [{', '.join(f'{x:.3g}' for x in v)}]" for k, v in r.items() if v is not None)
             print(f"{task.value} {name:<36} {el:<7} {text}")
