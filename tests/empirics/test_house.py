@@ -81,7 +81,7 @@ def test_reason_messages_and_retry_verdicts():
     # Measurements stand; what a washed-out colour can cause is retried with relaxed tolerances.
     stand = {p for p in Problem if not p.retryable}
     assert stand == {Problem.BLANK, Problem.NON_FINITE, Problem.CUT_BY_BORDER, Problem.SUN_NOT_ABOVE_POLE,
-                     Problem.TOO_THIN}
+                     Problem.TOO_THIN, Problem.WRONG_SHAPE}
     assert all(Reason(p).retryable == p.retryable for p in Problem)
 
 
