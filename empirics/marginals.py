@@ -58,7 +58,7 @@ from scipy.stats import bootstrap, ks_2samp, wasserstein_distance
 from empirics._checks import check_int, check_real, check_rgb_images
 from empirics.controls import FRESH_SEED, fresh_renders
 from empirics.evaluate import Evaluation, evaluate
-from empirics.memorization import _in_box, element_colours
+from empirics.memorization import element_colours
 from empirics.metrics import binomial_ci, fine_ratio
 from empirics.runs import RunEvaluation
 from empirics.tasks import DARK, ELEMENTS, RULE_FEATURES, SPECS, TARGET_SLOPE, HSVRange, Task
@@ -180,7 +180,7 @@ def in_colour_box(hsv, family: HSVRange, slack: float = COLOUR_SLACK) -> np.ndar
         raise ValueError(f"hsv must have a last axis of 3 (H, S, V), got shape {hsv.shape}")
     slack = check_real("slack", slack, 0.0, 50.0)
     with np.errstate(invalid="ignore"):
-        return _in_box(hsv, family, slack) & np.all(np.isfinite(hsv), axis=-1)
+        return family.contains(hsv, slack) & np.all(np.isfinite(hsv), axis=-1)
 
 
 def colour_box_share(images, task, level: float = 0.95) -> dict:

@@ -49,7 +49,7 @@ from scipy.spatial import cKDTree
 from empirics._checks import check_choice, check_int, check_real
 from empirics.evaluate import Evaluation
 from empirics.metrics import binomial_ci, conforming
-from empirics.tasks import ELEMENTS, RULE_FEATURES, TARGET_SLOPE, HSVRange, Task
+from empirics.tasks import ELEMENTS, RULE_FEATURES, TARGET_SLOPE, Task
 
 __all__ = ["element_colours", "feature_space", "nearest_neighbours", "replica_fraction", "Memorization",
            "memorization", "REPLICA_THRESHOLDS", "NeighbourMethod", "pixel_vectors", "PixelWhitening",
@@ -58,14 +58,6 @@ __all__ = ["element_colours", "feature_space", "nearest_neighbours", "replica_fr
 
 # Thresholds of Fig. 5b's sweep (the paper's largest, 0.3, makes every conforming sample a replica).
 REPLICA_THRESHOLDS = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
-
-
-def _in_box(hsv: np.ndarray, family: HSVRange, slack: float = 4.0) -> np.ndarray:
-    """Inside the App. C box widened by ``slack`` OpenCV units (uint8 rounding of the drawn colour)."""
-    h, s, v = hsv[..., 0], hsv[..., 1], hsv[..., 2]
-    (h0, h1), (s0, s1), (v0, v1) = family.hue, family.sat, family.val
-    return ((h >= h0 - slack / 2) & (h <= h1 + slack / 2) & (s >= s0 - slack) & (s <= s1 + slack)
-            & (v >= v0 - slack) & (v <= v1 + slack))
 
 
 def element_colours(images: np.ndarray, task) -> dict[str, np.ndarray]:
@@ -79,7 +71,7 @@ def element_colours(images: np.ndarray, task) -> dict[str, np.ndarray]:
     ink = (255.0 - imgs.astype(np.float64)).sum(-1)
     out = {}
     for name, family in ELEMENTS[task]:
-        box = _in_box(hsv, family)
+        box = family.contains(hsv)
         strongest = np.where(box, ink, 0.0).reshape(n, -1).max(1)
         col = np.full((n, 3), np.nan)
         for i in np.flatnonzero(strongest > 0):

@@ -122,6 +122,14 @@ class HSVRange:
     sat: tuple[float, float]
     val: tuple[float, float]
 
+    def contains(self, hsv, slack: float = 4.0):
+        """Whether HSV colours (OpenCV units, [..., 3]) lie in this box widened by ``slack`` units (half
+        of it on the hue), which absorbs the uint8 rounding of a drawn colour."""
+        h, s, v = hsv[..., 0], hsv[..., 1], hsv[..., 2]
+        (h0, h1), (s0, s1), (v0, v1) = self.hue, self.sat, self.val
+        return ((h >= h0 - slack / 2) & (h <= h1 + slack / 2) & (s >= s0 - slack) & (s <= s1 + slack)
+                & (v >= v0 - slack) & (v <= v1 + slack))
+
 
 # App. C's colour families.
 YELLOWISH = HSVRange("yellowish", (0, 30), (100, 255), (200, 255))
