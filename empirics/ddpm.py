@@ -62,7 +62,7 @@ from empirics.io import load_npz, save_npz
 from empirics.tasks import Task, generate
 
 __all__ = [
-    "Backbone", "Sampler", "DDPMConfig", "PRESETS", "PAPER_EPOCHS", "TRAIN_SIZES", "make_config",
+    "Backbone", "Sampler", "LossWeighting", "loss_weights", "DDPMConfig", "PRESETS", "PAPER_EPOCHS", "TRAIN_SIZES", "make_config",
     "RunFiles", "Denoiser", "build_denoiser", "scheduler", "train", "TrainSummary", "load_run",
     "LoadedRun", "ema_weights", "read_config", "create_run", "sample", "sample_images", "save_samples",
     "EmpiricalDenoiser", "SampleSpec", "CheckpointError", "Guide", "posterior_variance", "reverse_step",
@@ -89,6 +89,30 @@ class Sampler(str, enum.Enum):
     DDPM = "ddpm"
     DDIM = "ddim"
     DPMPP_SDE = "dpmpp-sde"
+
+
+class LossWeighting(str, enum.Enum):
+    """Per-timestep weight of the epsilon MSE: the paper's uniform one, or min-SNR-gamma."""
+
+    EPS = "eps"
+    MIN_SNR = "min-snr"
+
+    @classmethod
+    def _missing_(cls, value):
+        raise ValueError(f"loss_weighting must be one of {[m.value for m in cls]}, got {value!r}")
+
+
+def loss_weights(config: "DDPMConfig", alphas_cumprod: torch.Tensor, t: torch.Tensor) -> torch.Tensor | None:
+    """Weights of the per-sample epsilon MSE at timesteps ``t`` (None: uniform, the paper's loss).
+
+    min-SNR-gamma for epsilon-prediction: SNR(t) = abar_t / (1 - abar_t), weight min(SNR, gamma) / SNR,
+    which caps the weight of the nearly clean timesteps (Hang et al. 2023, eq. for eps-prediction).
+    """
+    if LossWeighting(config.loss_weighting) is LossWeighting.EPS:
+        return None
+    abar = alphas_cumprod.to(torch.float64)[t]
+    snr = abar / (1.0 - abar)
+    return (torch.clamp(snr, max=config.min_snr_gamma) / snr).to(torch.float32)
 
 
 class CheckpointError(ValueError):
@@ -126,6 +150,10 @@ class DDPMConfig(JsonConfig):
     grad_clip: float = 1.0
     train_steps: int = 3000
     ema_decay: float = 0.999
+    # "eps": the paper's unweighted epsilon MSE; "min-snr": each timestep weighted by min(SNR, gamma) / SNR
+    # (Hang et al. 2023, min-SNR-gamma for epsilon-prediction), a CPU-preset option, never the paper preset's
+    loss_weighting: str = "eps"
+    min_snr_gamma: float = 5.0
     channels_last: bool = True
     seed: int = 0
     # bookkeeping
@@ -173,6 +201,8 @@ class DDPMConfig(JsonConfig):
         check_real("grad_clip", self.grad_clip, 0.0)
         check_int("train_steps", self.train_steps, 1)
         check_real("ema_decay", self.ema_decay, 0.0, 1.0)
+        LossWeighting(self.loss_weighting)
+        check_real("min_snr_gamma", self.min_snr_gamma, 1e-3, 1e6)
         check_int("seed", self.seed, 0)
         for name in ("checkpoint_every", "snapshot_every", "log_every"):
             check_int(name, getattr(self, name), 1)
@@ -448,6 +478,15 @@ class TrainSummary:
     last_loss: float
 
 
+def _stored_config(ckpt: dict) -> dict | None:
+    """The config a checkpoint was written with, as ``to_json``; a field added to ``DDPMConfig`` after
+    the checkpoint was written takes its default (runs written before it stay readable)."""
+    try:
+        return DDPMConfig.from_json(ckpt.get("config")).to_json()
+    except (ValueError, TypeError):
+        return ckpt.get("config")
+
+
 def _load_checkpoint(files: RunFiles, config: DDPMConfig) -> dict:
     try:
         ckpt = torch.load(files.checkpoint, map_location="cpu", weights_only=False)
@@ -456,9 +495,10 @@ def _load_checkpoint(files: RunFiles, config: DDPMConfig) -> dict:
                               "delete it to restart the run from its last good state, or start a new run") from exc
     if not isinstance(ckpt, dict) or "config" not in ckpt or "step" not in ckpt:
         raise CheckpointError(f"{str(files.checkpoint)!r} is not a training checkpoint of this package")
-    if ckpt["config"] != config.to_json():
-        diff = sorted(k for k in set(ckpt["config"]) | set(config.to_json())
-                      if ckpt["config"].get(k) != config.to_json().get(k))
+    stored = _stored_config(ckpt)
+    if stored != config.to_json():
+        diff = sorted(k for k in set(stored) | set(config.to_json())
+                      if stored.get(k) != config.to_json().get(k))
         raise CheckpointError(f"{str(files.checkpoint)!r} was written by another config (differs in {diff})")
     return ckpt
 
@@ -594,7 +634,12 @@ def train(run_dir, config: DDPMConfig | None = None, *, max_steps: int | None = 
         t = torch.randint(0, T_STEPS, (len(idx),), generator=gen).to(acc.device)
         noise = torch.randn(x0.shape, generator=gen).to(acc.device).contiguous(memory_format=fmt)
         x_t = noise_sched.add_noise(x0, noise, t)
-        loss = torch.nn.functional.mse_loss(model(x_t, t).float(), noise)
+        weights = loss_weights(config, noise_sched.alphas_cumprod, t)
+        if weights is None:
+            loss = torch.nn.functional.mse_loss(model(x_t, t).float(), noise)
+        else:
+            per_sample = (model(x_t, t).float() - noise).pow(2).flatten(1).mean(1)
+            loss = (weights.to(per_sample.device) * per_sample).mean()
         optimizer.zero_grad(set_to_none=True)
         acc.backward(loss)
         if config.grad_clip > 0:
@@ -763,7 +808,7 @@ def load_run(run_dir, snapshot_step: int | None = None, device="auto") -> Loaded
             ckpt = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as exc:  # noqa: BLE001
             raise CheckpointError(f"{str(path)!r} is corrupt or unreadable: {exc}") from exc
-        if ckpt.get("config") != config.to_json():
+        if _stored_config(ckpt) != config.to_json():
             raise CheckpointError(f"{str(path)!r} was written by another config")
         step = int(ckpt["step"])
     ema.load_state_dict(ckpt["ema"])

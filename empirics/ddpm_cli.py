@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from empirics import ddpm
+from empirics import ddpm, threads
 from empirics.tasks import Task
 
 VERBS = ("train", "sample")
@@ -24,6 +24,19 @@ def _task(text: str) -> Task:
         return Task.parse(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _threads(text: str):
+    try:
+        return threads.parse_threads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def add_threads_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=_threads, default=threads.AUTO,
+                   help="torch CPU threads: a number, or auto (default: the cores idle at start, at least 1); "
+                   "results are bit-identical for a given count, not across counts")
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
@@ -47,6 +60,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="stop (with a checkpoint) at this step; run the command again to go on "
                    "(default: train to the end)")
     p.add_argument("--force", action="store_true", help="train a finished run again from step 0")
+    add_threads_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -76,6 +90,7 @@ def add_sample_arguments(p: argparse.ArgumentParser) -> None:
                    help="guidance scale (default: App. G.1's, 7 for A and C, 10 for B and D)")
     p.add_argument("--last-k", type=int, default=20,
                    help="sampling steps the piecewise ramp spans (default 20, App. G.1)")
+    add_threads_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -125,6 +140,7 @@ def run_train(args) -> int:
         config = stored
     elif out.exists() and any(out.iterdir()):
         raise ValueError(f"--out {str(out)!r} is a folder with files but no run; choose an empty or new folder")
+    threads.set_threads(args.threads)
     summary = ddpm.train(out, config, max_steps=args.stop_at, force=args.force, progress=not args.no_progress)
     state = "finished" if summary.finished else f"stopped at step {summary.end_step} (run again to resume)"
     print(f"task {config.task} ({config.preset}): steps {summary.start_step} -> {summary.end_step} of "
@@ -149,6 +165,7 @@ def run_sample(args) -> int:
     if args.seed < 0:
         raise ValueError(f"--seed must be >= 0, got {args.seed}")
     guide = _guide(args, len_steps=steps)
+    threads.set_threads(args.threads)
     out = ddpm.sample(args.run, args.n, spec, seed=args.seed, out=args.out, snapshot_step=args.snapshot,
                       batch_size=args.batch_size, device=args.device, overwrite=args.overwrite,
                       progress=not args.no_progress, compile_model=args.compile, guide=guide)
