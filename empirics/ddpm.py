@@ -62,7 +62,8 @@ from empirics.io import load_npz, save_npz
 from empirics.tasks import Task, generate
 
 __all__ = [
-    "Backbone", "Sampler", "LossWeighting", "loss_weights", "DDPMConfig", "PRESETS", "PAPER_EPOCHS", "TRAIN_SIZES", "make_config",
+    "Backbone", "Sampler", "LossWeighting", "loss_weights", "DDPMConfig", "PRESETS", "PAPER_EPOCHS", "TRAIN_SIZES",
+    "make_config",
     "RunFiles", "Denoiser", "build_denoiser", "scheduler", "train", "TrainSummary", "load_run",
     "LoadedRun", "ema_weights", "read_config", "create_run", "sample", "sample_images", "save_samples",
     "EmpiricalDenoiser", "SampleSpec", "CheckpointError", "Guide", "posterior_variance", "reverse_step",
@@ -102,7 +103,7 @@ class LossWeighting(str, enum.Enum):
         raise ValueError(f"loss_weighting must be one of {[m.value for m in cls]}, got {value!r}")
 
 
-def loss_weights(config: "DDPMConfig", alphas_cumprod: torch.Tensor, t: torch.Tensor) -> torch.Tensor | None:
+def loss_weights(config: DDPMConfig, alphas_cumprod: torch.Tensor, t: torch.Tensor) -> torch.Tensor | None:
     """Weights of the per-sample epsilon MSE at timesteps ``t`` (None: uniform, the paper's loss).
 
     min-SNR-gamma for epsilon-prediction: SNR(t) = abar_t / (1 - abar_t), weight min(SNR, gamma) / SNR,
