@@ -41,6 +41,10 @@ PROBES: dict[str, tuple[str, dict, float]] = {
     "C_batch32": ("C", {"batch_size": 32}, 2.01),
     "C_narrow": ("C", {"channels": (32, 32, 64)}, 1.47),
     "C_noema": ("C", {"ema_decay": 0.0}, 1.0),
+    # combinations on top of the clear winner of the first round (min-SNR-5)
+    "C_minsnr5_batch32": ("C", {"loss_weighting": "min-snr", "min_snr_gamma": 5.0, "batch_size": 32}, 2.01),
+    "C_minsnr5_lr2e-3": ("C", {"loss_weighting": "min-snr", "min_snr_gamma": 5.0, "lr": 2e-3}, 1.0),
+    "C_minsnr2": ("C", {"loss_weighting": "min-snr", "min_snr_gamma": 2.0}, 1.0),
 }
 
 
@@ -81,14 +85,16 @@ def _ci(d):
     return [round(v, 4) for v in d]
 
 
-def probe_row(folder: Path) -> dict:
-    """The goal columns of one probe record (issue: a CPU DDPM that reproduces its marginals)."""
+def probe_row(folder: Path, task: str | None = None, label: str | None = None) -> dict:
+    """The goal columns of one probe record (issue: a CPU DDPM that reproduces its marginals); ``task``
+    picks one row of a multi-task record (docs/section3, the committed runs of today's preset)."""
     probe = json.loads((folder / "probe.json").read_text()) if (folder / "probe.json").exists() else {
-        "probe": folder.name}
-    table = json.loads((folder / "table1.json").read_text())["rows"][0]
+        "probe": label or folder.name}
+    rows = json.loads((folder / "table1.json").read_text())["rows"]
+    table = next(r for r in rows if task is None or r["task"] == task)
     task = table["task"]
     marg = json.loads((folder / "marginals.json").read_text())["tasks"][task]
-    stats = json.loads(next(folder.glob("train_stats_*.json")).read_text())
+    stats = json.loads((folder / f"train_stats_{task}.json").read_text())
     boxes = marg["colour_box"]
     # App. C's box holds the element's median colour (raw pixels); the issue's goal measure
     colour = {el: round(boxes["samples"][el]["raw"]["share_in_box"]
@@ -114,8 +120,14 @@ def probe_row(folder: Path) -> dict:
     }
 
 
+# the committed 2000-step runs of today's preset (2000 samples each), beside the probes
+REFERENCES = {"C": (ROOT / "docs" / "section3", "C_cpu-preset_2000-steps (committed run)")}
+
+
 def write_table(folders: list[Path], out: Path) -> list[dict]:
-    rows = [probe_row(f) for f in folders]
+    tasks = {json.loads((f / "table1.json").read_text())["rows"][0]["task"] for f in folders}
+    rows = [probe_row(folder, t, label) for t, (folder, label) in REFERENCES.items() if t in tasks]
+    rows += [probe_row(f) for f in folders]
     out.mkdir(parents=True, exist_ok=True)
     (out / "probe_table.json").write_text(json.dumps({"rows": rows}, indent=2) + "\n")
     flat = [{k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in r.items()} for r in rows]
