@@ -11,17 +11,20 @@ JOBS   ?= 2
 
 venv: $(STAMP)
 
-# torch CPU 2.13.0 first: an unpinned torch would pull a multi-GB CUDA build.
+# torch 2.13.0 is pinned and installed first, when the venv lacks torch: an unpinned torch would pull the
+# newest build. From PyPI on Linux that pinned wheel is the CUDA build; for the CPU-only build run
+# `make TORCH_INDEX=https://download.pytorch.org/whl/cpu test` (or figure6) on a fresh clone.
+TORCH_INDEX ?=
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -c "import torch" 2>/dev/null || $(PIP) install torch==2.13.0
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PIP) install -e ".[dev]"
 	touch $(STAMP)
 
 figure6: $(STAMP)
 	$(VENV)/bin/hidden-rules figure6 --out $(OUT) --overwrite
 
-# The other figures of the package (README: "Other figures").
+# The other theory figures of the package (README: "Command line").
 figure3: $(STAMP)
 	$(VENV)/bin/hidden-rules figure3 --out $(OUT) --overwrite
 

@@ -30,12 +30,13 @@ import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import cv2  # noqa: E402
 
 from empirics.atomic import write_json  # noqa: E402
+from empirics.data.render_reference import Downscaler, presets_for, render_reference  # noqa: E402
 from empirics.evaluate import evaluate  # noqa: E402
-from empirics.render_reference import Downscaler, presets_for, render_reference  # noqa: E402
 from empirics.tasks import RULE_FEATURES, TARGET_SLOPE, Task, degrade, generate  # noqa: E402
 
 CLEAN_GOALS = {"valid_fraction": (">=", 0.995), "r2": (">=", 0.995), "slope_rel_error": ("<=", 0.01),
@@ -146,6 +147,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=2025)
     p.add_argument("--workers", type=int, default=2, help="threads (default 2 = the 2 cores of the goal)")
     p.add_argument("--json", default=None, help="also write all numbers to this JSON file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file (e.g. a committed one)")
     p.add_argument("--reference-n", type=int, default=2000,
                    help="images per task, preset and downscaler from empirics.render_reference (default 2000)")
     group = p.add_mutually_exclusive_group()
@@ -156,6 +158,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.n < 3 or args.reference_n < 3:
         p.error("--n and --reference-n must be >= 3 (a line fit needs 3 points)")
+    if args.json and Path(args.json).exists() and not args.overwrite:
+        p.exit(2, f"{p.prog}: error: {args.json} exists; pass --overwrite to replace it\n")
     cv2.setNumThreads(args.workers)
     warnings.filterwarnings("ignore", category=RuntimeWarning)
     report = {"n": args.n, "seed": args.seed, "workers": args.workers, "accuracy": {}, "speed": {}}

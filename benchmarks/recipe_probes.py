@@ -1,9 +1,10 @@
 """Training-recipe probes for the CPU DDPM preset, compared at equal wall-clock time.
 
-Each probe is today's ``cpu`` preset with one lever changed. Its step count is the baseline's
-``--base-steps`` times the baseline's step time over the probe's (measured side by side in one run by
-``benchmarks/train_step.py`` at one thread), so every probe costs the same wall-clock time. The
-learning-rate schedule (warm-up, cosine decay to 0) spans each probe's own steps.
+Each probe is the first CPU preset (``cpu-2000``, the ``cpu`` preset before 2026-12-04) with one or two
+levers changed. Its step count is the baseline's ``--base-steps`` times the baseline's step time over
+the probe's (measured side by side in one run by ``benchmarks/train_step.py`` at one thread), so every
+probe costs the same wall-clock time. The learning-rate schedule (warm-up, cosine decay to 0) spans
+each probe's own steps.
 
     python benchmarks/recipe_probes.py run C_base            # train, 512 samples (DDIM-50, eta 1), table1, marginals
     python benchmarks/recipe_probes.py table                  # one table of every probe that finished
@@ -53,7 +54,7 @@ def run_probe(name: str, base_steps: int, n_threads) -> Path:
         raise ValueError(f"unknown probe {name!r}; have {sorted(PROBES)}")
     task, overrides, ratio = PROBES[name]
     steps = int(round(base_steps * ratio))
-    config = ddpm.make_config(task, "cpu", train_steps=steps, **overrides)
+    config = ddpm.make_config(task, "cpu-2000", train_steps=steps, **overrides)
     run = RUNS / name
     used = threads.set_threads(n_threads)
     ckpt = run / "checkpoint.pt"

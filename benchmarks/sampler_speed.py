@@ -29,7 +29,7 @@ import numpy as np
 
 from empirics import ddpm
 from empirics.atomic import write_json
-from empirics.metrics import binomial_ci
+from empirics.evaluator.metrics import binomial_ci
 from empirics.runs import evaluate_run
 
 SPECS = ([ddpm.SampleSpec("ddpm", 1000)]

@@ -27,10 +27,10 @@ import warnings  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from empirics import evaluate as ev_mod  # noqa: E402
 from empirics.atomic import write_json  # noqa: E402
+from empirics.data.render_reference import Downscaler, presets_for, render_reference  # noqa: E402
 from empirics.evaluate import evaluate, shape_statistics  # noqa: E402
-from empirics.render_reference import Downscaler, presets_for, render_reference  # noqa: E402
+from empirics.evaluator import shape_checks as ev_mod  # noqa: E402
 from empirics.tasks import Task, degrade, generate  # noqa: E402
 
 STATS = ("separable_gain", "disc_residual", "aspect")

@@ -33,7 +33,7 @@ VARIANTS = {
 
 
 def make_step(overrides: dict, compiled: bool):
-    cfg = ddpm.make_config("C", "cpu", **overrides)
+    cfg = ddpm.make_config("C", "cpu-2000", **overrides)
     model = ddpm.build_denoiser(cfg).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
     fwd = torch.compile(model, dynamic=False) if compiled else model
@@ -82,14 +82,16 @@ def main(argv=None) -> int:
                 step()
             times[name].append((time.perf_counter() - t0) / args.steps)
     base = statistics.median(times["base"])
-    rows = {name: {"seconds_per_step": round(statistics.median(v), 4), "ratio_base_over_this": round(base / statistics.median(v), 3),
+    rows = {name: {"seconds_per_step": round(statistics.median(v), 4),
+                   "ratio_base_over_this": round(base / statistics.median(v), 3),
                    "first_step_seconds": round(first[name], 2)} for name, v in times.items()}
     for name, row in rows.items():
         print(f"{name:10s} {row['seconds_per_step']:.3f} s/step  base/this {row['ratio_base_over_this']:.2f}  "
               f"(first step {row['first_step_seconds']:.1f} s)")
     if args.json:
-        Path(args.json).write_text(json.dumps({"threads": n, "rounds": args.rounds, "steps": args.steps,
-                                               "date": time.strftime("%Y-%m-%d %H:%M"), "variants": rows}, indent=2) + "\n")
+        record = {"threads": n, "rounds": args.rounds, "steps": args.steps,
+                  "date": time.strftime("%Y-%m-%d %H:%M"), "variants": rows}
+        Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
     return 0
 
 

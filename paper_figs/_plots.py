@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from empirics.metrics import trimmed_fit
+from empirics.evaluator.metrics import trimmed_fit
 from empirics.tasks import TARGET_SLOPE, Task
 
 AXIS_LABELS = {Task.A: ("$l_1 h_2$", "$l_2 h_1$"), Task.B: ("$l_1 h_1$", "$l_2 h_2$"),

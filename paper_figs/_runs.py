@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from empirics.controls import FRESH_SEED, ControlEvaluations
+from cli.types import BOOT, OUTPUT_FOLDER, SEED
+from empirics.evaluator.controls import FRESH_SEED, ControlEvaluations
 from empirics.runs import RunEvaluation, evaluate_run, run_controls
 
 # The paper's numbers (Table 1; Section 3.3 / Fig. 4 R^2 and Table 2's DDPM row for Error).
@@ -21,19 +22,17 @@ def add_run_arguments(p: argparse.ArgumentParser, default_out: str = "paper_figs
     p.add_argument("--samples", default=None,
                    help="sample set to read in every run (a folder name under <run>/samples, e.g. ddpm-1000); "
                    "default: each run's only set")
-    p.add_argument("--out", default=default_out, help=f"output folder (default: {default_out})")
+    p.add_argument("--out", default=default_out, type=OUTPUT_FOLDER, help=f"output folder (default: {default_out})")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates for the 95%% CIs (default 1000)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    p.add_argument("--control-seed", type=int, default=FRESH_SEED,
+    p.add_argument("--n-boot", type=BOOT, default=1000, help="bootstrap replicates for the 95%% CIs (default 1000)")
+    p.add_argument("--seed", type=SEED, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--control-seed", type=SEED, default=FRESH_SEED,
                    help=f"seed of the control sets (fresh renders, matched-null noise; default {FRESH_SEED}, "
                    "which no training set uses)")
 
 
 def load_runs(args) -> list[RunEvaluation]:
     """Evaluate every run of ``args.runs``; one run per task, in the order given."""
-    if args.n_boot < 0:
-        raise ValueError(f"--n-boot must be >= 0, got {args.n_boot}")
     out = [evaluate_run(r, args.samples) for r in args.runs]
     tasks = [r.task.value for r in out]
     if len(set(tasks)) != len(tasks):
@@ -43,6 +42,4 @@ def load_runs(args) -> list[RunEvaluation]:
 
 def load_controls(args, runs: list[RunEvaluation]) -> list[ControlEvaluations]:
     """The control sets of every run (fresh, degraded, matched null; ``empirics.controls``), evaluated."""
-    if args.control_seed < 0:
-        raise ValueError(f"--control-seed must be >= 0, got {args.control_seed}")
     return [run_controls(rev, seed=args.control_seed) for rev in runs]

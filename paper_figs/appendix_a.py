@@ -14,15 +14,19 @@ import sys
 
 import numpy as np
 
+from cli.types import OUTPUT_FOLDER, POSITIVE, IntRange
 from paper_figs._io import prepare_outputs, save_figure, write_json
 from theory.gmm import appendix_a_mixture, mixture_fid, moment_matched_gaussian
 
+MAX_GRID = 4001  # grid points per axis: a few float64 arrays of MAX_GRID^2 values (~130 MB each)
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="paper_figs/out", help="output folder (default: paper_figs/out)")
+    p.add_argument("--out", default="paper_figs/out", type=OUTPUT_FOLDER,
+                   help="output folder (default: paper_figs/out)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    p.add_argument("--grid", type=int, default=201, help="grid points per axis (default 201)")
-    p.add_argument("--extent", type=float, default=4.5, help="half-width of the plotted square (default 4.5)")
+    p.add_argument("--grid", type=IntRange(11, MAX_GRID), default=201, help="grid points per axis (default 201)")
+    p.add_argument("--extent", type=POSITIVE, default=4.5, help="half-width of the plotted square (default 4.5)")
 
 
 def compute(grid: int, extent: float) -> dict:
@@ -104,12 +108,7 @@ def run(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m paper_figs.appendix_a",
-                                     description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+if __name__ == "__main__":  # python -m paper_figs.appendix_a ...: the verb 'appendix-a' of hidden-rules
+    from cli import run_verb
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_verb('appendix-a'))

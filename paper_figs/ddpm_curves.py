@@ -17,8 +17,9 @@ import re
 import sys
 from pathlib import Path
 
+from cli.types import OUTPUT_FOLDER, PROBABILITY, IntRange, positive_int, run_folder
 from empirics import ddpm
-from empirics.metrics import binomial_ci
+from empirics.evaluator.metrics import binomial_ci
 from empirics.runs import evaluate_run, sample_sets
 from paper_figs._io import prepare_outputs, save_figure, write_json
 
@@ -26,14 +27,15 @@ BENCH = re.compile(r"^bench(\d+)-(ddpm|ddim)-(\d+)(?:-eta([0-9.]+))?$")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", help="run folder with EMA snapshots")
-    p.add_argument("--n", type=int, default=256, help="samples per snapshot, seeds 0..n-1 (default 256)")
+    p.add_argument("run", type=run_folder, help="run folder with EMA snapshots")
+    p.add_argument("--n", type=positive_int(1_000_000), default=256,
+                   help="samples per snapshot, seeds 0..n-1 (default 256)")
     p.add_argument("--sampler", choices=[s.value for s in ddpm.Sampler], default="ddim",
                    help="sampler for the training curve (default ddim)")
-    p.add_argument("--steps", type=int, default=100, help="its sampling steps (default 100)")
-    p.add_argument("--eta", type=float, default=1.0, help="DDIM eta (default 1; 0 for ddpm)")
-    p.add_argument("--batch-size", type=int, default=256, help="samples per batch (default 256)")
-    p.add_argument("--out", default="paper_figs/out", help="output folder (default paper_figs/out)")
+    p.add_argument("--steps", type=IntRange(1, 1000), default=100, help="its sampling steps (default 100)")
+    p.add_argument("--eta", type=PROBABILITY, default=1.0, help="DDIM eta (default 1; 0 for ddpm)")
+    p.add_argument("--batch-size", type=positive_int(4096), default=256, help="samples per batch (default 256)")
+    p.add_argument("--out", default="paper_figs/out", type=OUTPUT_FOLDER, help="output folder (default paper_figs/out)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
 
@@ -54,8 +56,6 @@ def run(args) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if args.n < 1:
-        raise ValueError(f"--n must be >= 1, got {args.n}")
     spec = ddpm.SampleSpec(args.sampler, args.steps, args.eta if args.sampler == "ddim" else 0.0)
     run_dir = Path(args.run)
     config = ddpm.read_config(run_dir)
@@ -116,11 +116,7 @@ def run(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m paper_figs.ddpm_curves", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+if __name__ == "__main__":  # python -m paper_figs.ddpm_curves ...: the verb 'ddpm-curves' of hidden-rules
+    from cli import run_verb
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_verb('ddpm-curves'))

@@ -19,6 +19,7 @@ import io
 import sys
 import time
 
+from cli.types import BOOT, FINITE, OUTPUT_FOLDER, SEED, IntRange, positive_int
 from empirics.evaluate import evaluate
 from empirics.tasks import TRAIN_SIZES, Task, degrade, generate
 from paper_figs._io import atomic_write_bytes, prepare_outputs, save_figure, write_json
@@ -26,19 +27,20 @@ from paper_figs._plots import rule_panel
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="paper_figs/out", help="output folder (default: paper_figs/out)")
+    p.add_argument("--out", default="paper_figs/out", type=OUTPUT_FOLDER,
+                   help="output folder (default: paper_figs/out)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--tasks", nargs="+", default=["A", "B", "C", "D"], choices=["A", "B", "C", "D"],
                    help="tasks (default: A B C D)")
-    p.add_argument("--n", type=int, default=None,
+    p.add_argument("--n", type=IntRange(3, 1_000_000), default=None,
                    help="images per task (default: Section 3.2's 4000/2000/2000/2000)")
-    p.add_argument("--size", type=int, default=32, help="image size in px (default 32)")
-    p.add_argument("--seed", type=int, default=0, help="data seed (default 0)")
-    p.add_argument("--trim", type=float, nargs=2, default=(2.5, 97.5), metavar=("LO", "HI"),
+    p.add_argument("--size", type=IntRange(16, 1024), default=32, help="image size in px (default 32)")
+    p.add_argument("--seed", type=SEED, default=0, help="data seed (default 0)")
+    p.add_argument("--trim", type=FINITE, nargs=2, default=(2.5, 97.5), metavar=("LO", "HI"),
                    help="ratio percentiles kept for the fit (default 2.5 97.5)")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates for the CIs (default 1000)")
+    p.add_argument("--n-boot", type=BOOT, default=1000, help="bootstrap replicates for the CIs (default 1000)")
     p.add_argument("--degrade", action="store_true", help="evaluate blurred (sigma 0.5 px) + JPEG q75 copies")
-    p.add_argument("--workers", type=int, default=2, help="evaluator threads (default 2)")
+    p.add_argument("--workers", type=positive_int(64), default=2, help="evaluator threads (default 2)")
 
 
 def run(args) -> int:
@@ -48,12 +50,6 @@ def run(args) -> int:
     import matplotlib.pyplot as plt
 
     tasks = [Task.parse(t) for t in args.tasks]
-    if args.n is not None and args.n < 3:
-        raise ValueError(f"--n must be >= 3 (a fit needs 3 images), got {args.n}")
-    if args.size < 16:
-        raise ValueError(f"--size must be >= 16 px, got {args.size}")
-    if args.n_boot < 0 or args.workers < 1 or args.seed < 0:
-        raise ValueError("--n-boot and --seed must be >= 0 and --workers >= 1")
     names = ["figure3.png", "figure3.pdf", "figure3.json", "figure3.csv"]
     png, pdf, js, csv_path = prepare_outputs(args.out, names, args.overwrite)
     text = io.StringIO()
@@ -104,11 +100,7 @@ def _g(value, digits: int) -> str:
     return "n/a" if value is None else f"{value:.{digits}g}"
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m paper_figs.figure3", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+if __name__ == "__main__":  # python -m paper_figs.figure3 ...: the verb 'figure3' of hidden-rules
+    from cli import run_verb
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_verb('figure3'))

@@ -22,8 +22,9 @@ import sys
 
 import numpy as np
 
-from empirics.controls import FIGURE4_METRICS, ControlKind
-from empirics.metrics import trimmed_fit
+from cli.types import FINITE
+from empirics.evaluator.controls import FIGURE4_METRICS, ControlKind
+from empirics.evaluator.metrics import trimmed_fit
 from empirics.runs import control_comparison
 from paper_figs._io import atomic_write_bytes, prepare_outputs, save_figure, write_json
 from paper_figs._plots import rule_panel
@@ -36,7 +37,7 @@ LABELS = {"slope": "slope $b_1$", "r2": "$R^2$", "error": "Error eq. (4)"}
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_run_arguments(p)
-    p.add_argument("--trim", type=float, nargs=2, default=(2.5, 97.5), metavar=("LO", "HI"),
+    p.add_argument("--trim", type=FINITE, nargs=2, default=(2.5, 97.5), metavar=("LO", "HI"),
                    help="ratio percentiles kept for the fit (default 2.5 97.5)")
 
 
@@ -119,11 +120,7 @@ def _fmt(v, digits: int = 4) -> str:
     return "" if v is None else f"{v:.{digits}f}"
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m paper_figs.figure4", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+if __name__ == "__main__":  # python -m paper_figs.figure4 ...: the verb 'figure4' of hidden-rules
+    from cli import run_verb
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_verb('figure4'))

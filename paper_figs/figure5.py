@@ -22,9 +22,10 @@ import csv
 import io
 import sys
 
-from empirics.controls import ControlKind
-from empirics.memorization import REPLICA_THRESHOLDS, MeasuredImages, ReplicaSet, Space, replica_curves
-from empirics.metrics import binomial_ci, conforming
+from cli.types import FiniteFloat, IntRange
+from empirics.evaluator.controls import ControlKind
+from empirics.evaluator.memorization import REPLICA_THRESHOLDS, MeasuredImages, ReplicaSet, Space, replica_curves
+from empirics.evaluator.metrics import binomial_ci, conforming
 from empirics.runs import rule_table_row
 from empirics.tasks import TARGET_SLOPE
 from paper_figs._io import atomic_write_bytes, prepare_outputs, save_figure, write_json
@@ -33,8 +34,10 @@ from paper_figs._runs import add_run_arguments, load_controls, load_runs
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_run_arguments(p)
-    p.add_argument("--rtol", type=float, default=0.01, help="conforming: |ratio - k| <= rtol k (default 0.01)")
-    p.add_argument("--show", type=int, default=10, help="conforming samples shown in Figure 11 (default 10)")
+    p.add_argument("--rtol", type=FiniteFloat(0.0, 1.0, closed_lo=False, closed_hi=False), default=0.01,
+                   help="conforming: |ratio - k| <= rtol k (default 0.01)")
+    p.add_argument("--show", type=IntRange(0, 10_000), default=10,
+                   help="conforming samples shown in Figure 11 (default 10)")
 
 _SPACE_LABEL = {Space.LENGTHS: "lengths", Space.LENGTHS_COLOURS: "lengths + colours",
                 Space.PIXELS: "whitened pixels", Space.PIXELS_RAW: "raw pixels"}
@@ -84,10 +87,6 @@ def run(args) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if not 0 < args.rtol < 1:
-        raise ValueError(f"--rtol must be in (0, 1), got {args.rtol}")
-    if args.show < 0:
-        raise ValueError(f"--show must be >= 0, got {args.show}")
     runs = load_runs(args)
     all_controls = load_controls(args, runs)
     names = ["figure5.png", "figure5.pdf", "figure5.json", "figure5.csv"] + [f"figure11_{r.task.value}.png"
@@ -182,11 +181,7 @@ def run(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m paper_figs.figure5", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+if __name__ == "__main__":  # python -m paper_figs.figure5 ...: the verb 'figure5' of hidden-rules
+    from cli import run_verb
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_verb('figure5'))

@@ -21,13 +21,13 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import math
 import os
 import sys
 import time
 
 import numpy as np
 
+from cli.types import DIFFUSION_TIME, OUTPUT_FOLDER, POSITIVE, SEED, IntRange, check_memory, positive_int
 from paper_figs._io import atomic_write_bytes, prepare_outputs, save_figure, write_json
 from theory._checks import resolve_device
 from theory.losses import Target
@@ -43,6 +43,7 @@ TIMES = (0.2, 0.4, 0.6, 0.8)
 PAPER_SIZES = {"n": 1000, "n_eps": 1000, "epochs": 5000}
 # Reduced Monte Carlo sizes when no GPU is present (~75 s per loss target on 2 cores).
 MC_CPU_SIZES = {"n": 100, "n_eps": 10, "epochs": 2000}
+MAX_D, MAX_M = 1_000_000, 10_000  # patch dimension and neurons: the (m, d) weights of every panel in memory
 
 
 def default_sizes(estimator: str, device: str) -> dict:
@@ -53,41 +54,42 @@ def default_sizes(estimator: str, device: str) -> dict:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="paper_figs/out", help="output folder (default: paper_figs/out)")
+    p.add_argument("--out", default="paper_figs/out", type=OUTPUT_FOLDER,
+                   help="output folder (default: paper_figs/out)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--loss", choices=("paper", "score", "both"), default="both",
                    help="eq. (2) as printed ('paper'), consistent DSM ('score'), or both (default)")
     p.add_argument("--estimator", choices=ESTIMATORS, default="exact",
                    help="exact population loss (default) or App. F's Monte Carlo loss ('mc')")
-    p.add_argument("--n", type=int, default=None,
+    p.add_argument("--n", type=positive_int(), default=None,
                    help=f"data per epoch (mc only; default {PAPER_SIZES['n']} on a GPU, {MC_CPU_SIZES['n']} on CPU)")
-    p.add_argument("--n-eps", type=int, default=None,
+    p.add_argument("--n-eps", type=positive_int(), default=None,
                    help=f"noise draws per datum (mc only; default {PAPER_SIZES['n_eps']} on a GPU, "
                         f"{MC_CPU_SIZES['n_eps']} on CPU)")
-    p.add_argument("--epochs", type=int, default=None,
+    p.add_argument("--epochs", type=positive_int(), default=None,
                    help=f"GD epochs (default {PAPER_SIZES['epochs']} as App. F; mc on CPU {MC_CPU_SIZES['epochs']})")
     p.add_argument("--resample", action="store_true",
                    help="mc only: a fresh sample every epoch instead of App. F's fixed sample set (default: fixed)")
     p.add_argument("--mc-dtype", choices=("float32", "float64"), default="float64",
                    help="Monte Carlo arithmetic (mc only; default float64)")
-    p.add_argument("--d", type=int, default=100, help="patch dimension d (default 100, App. F)")
-    p.add_argument("--m", type=int, default=20, help="neurons per patch m (default 20, App. F)")
-    p.add_argument("--t", type=float, nargs="+", default=list(TIMES),
+    p.add_argument("--d", type=positive_int(MAX_D), default=100, help="patch dimension d (default 100, App. F)")
+    p.add_argument("--m", type=positive_int(MAX_M), default=20, help="neurons per patch m (default 20, App. F)")
+    p.add_argument("--t", type=DIFFUSION_TIME, nargs="+", default=list(TIMES),
                    help="diffusion times, OU schedule (default 0.2 0.4 0.6 0.8, as Figure 6)")
     p.add_argument("--activations", nargs="+", default=list(ACTS), choices=list(ACTIVATIONS),
                    help="activations (default: relu linear quadratic cubic)")
     p.add_argument("--zeta", default="uniform:0.2:0.8", help="zeta distribution (default uniform:0.2:0.8)")
-    p.add_argument("--lr", type=float, default=None, help="GD step size (default: per activation and loss)")
-    p.add_argument("--init-std", type=float, default=None, help="init std (default 0.1/sqrt(d))")
-    p.add_argument("--samples", type=int, default=5000,
+    p.add_argument("--lr", type=POSITIVE, default=None, help="GD step size (default: per activation and loss)")
+    p.add_argument("--init-std", type=POSITIVE, default=None, help="init std (default 0.1/sqrt(d))")
+    p.add_argument("--samples", type=IntRange(2), default=5000,
                    help="fresh x_t per panel for the histogram (default 5000, App. F)")
-    p.add_argument("--seed", type=int, default=0, help="seed of initialisation and samples (default 0)")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of initialisation and samples (default 0)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default auto)")
     p.add_argument("--checkpoint-dir", default=None,
                    help="save/resume Monte Carlo training here (default: no checkpoints)")
-    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+    p.add_argument("--workers", type=positive_int(64), default=min(2, os.cpu_count() or 1),
                    help="processes for exact training on CPU (default: min(2, CPU count))")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (training and sampling)")
 
 
 def build_configs(args, target: str) -> list[TrainConfig]:
@@ -179,20 +181,6 @@ def check_arguments(args) -> None:
     if args.estimator == "exact" and (args.n is not None or args.n_eps is not None):
         raise ValueError("--n and --n-eps set the Monte Carlo sample; they apply to --estimator mc only "
                          "(the exact estimator uses no samples)")
-    positive_ints = {"--samples": (args.samples, 2), "--d": (args.d, 1), "--m": (args.m, 1),
-                     "--workers": (args.workers, 1), "--n": (args.n, 1), "--n-eps": (args.n_eps, 1),
-                     "--epochs": (args.epochs, 1)}
-    for flag, (value, low) in positive_ints.items():
-        if value is not None and value < low:
-            raise ValueError(f"{flag} must be >= {low}, got {value}")
-    if args.seed < 0:
-        raise ValueError(f"--seed must be >= 0, got {args.seed}")
-    for flag, value in (("--lr", args.lr), ("--init-std", args.init_std)):
-        if value is not None and not (math.isfinite(value) and value > 0):
-            raise ValueError(f"{flag} must be a finite number > 0, got {value}")
-    bad_t = [t for t in args.t if not (math.isfinite(t) and t > 0)]
-    if bad_t:
-        raise ValueError(f"--t must be diffusion times > 0, got {bad_t}")
     try:
         parse_zeta(args.zeta)
     except ValueError as exc:
@@ -201,6 +189,12 @@ def check_arguments(args) -> None:
         resolve_device(args.device)
     except ValueError as exc:
         raise ValueError(f"--device: {exc}") from exc
+    # float64 x_t of both patches for the histogram, and (mc) the training sample
+    check_memory(f"--samples {args.samples} at --d {args.d}", 3.0 * args.samples * 2 * args.d * 8)
+    if args.estimator == "mc":
+        sizes = default_sizes(args.estimator, args.device)
+        n, n_eps = args.n or sizes["n"], args.n_eps or sizes["n_eps"]
+        check_memory(f"--n {n} x --n-eps {n_eps} at --d {args.d}", 3.0 * n * n_eps * 2 * args.d * 8)
 
 
 def run(args) -> int:
@@ -258,11 +252,7 @@ def run(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m paper_figs.figure6", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+if __name__ == "__main__":  # python -m paper_figs.figure6 ...: the verb 'figure6' of hidden-rules
+    from cli import run_verb
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_verb('figure6'))

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from empirics.marginals import SUPPORT_WIDEN, run_marginals
+from cli.types import FiniteFloat, IntRange, positive_int
+from empirics.evaluator.marginals import SUPPORT_WIDEN, run_marginals
 from empirics.tasks import SPECS, TARGET_SLOPE
 from paper_figs._io import atomic_write_bytes, prepare_outputs, save_figure, write_json
 from paper_figs._plots import AXIS_LABELS
@@ -33,10 +34,12 @@ PANELS_PER_ROW = 7
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_run_arguments(p)
-    p.add_argument("--widen", type=float, default=SUPPORT_WIDEN,
+    p.add_argument("--widen", type=FiniteFloat(0.0, 1.0, closed_hi=False), default=SUPPORT_WIDEN,
                    help=f"widen the training support [min, max] by this share of each bound (default {SUPPORT_WIDEN})")
-    p.add_argument("--bins", type=int, default=6, help="quantile bins of x for the ratio error (default 6)")
-    p.add_argument("--n-fresh", type=int, default=None, help="fresh renders per task (default: as many as samples)")
+    p.add_argument("--bins", type=positive_int(10_000), default=6,
+                   help="quantile bins of x for the ratio error (default 6)")
+    p.add_argument("--n-fresh", type=IntRange(2, 1_000_000), default=None,
+                   help="fresh renders per task (default: as many as samples)")
 
 
 def _flatten(prefix: str, obj, rows: list) -> None:
@@ -56,12 +59,6 @@ def run(args) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if not 0.0 <= args.widen < 1.0:
-        raise ValueError(f"--widen must be in [0, 1), got {args.widen}")
-    if args.bins < 1:
-        raise ValueError(f"--bins must be >= 1, got {args.bins}")
-    if args.n_fresh is not None and args.n_fresh < 2:
-        raise ValueError(f"--n-fresh must be >= 2, got {args.n_fresh}")
     if Path(args.out).exists():  # refuse existing outputs before the work; create no folder before it succeeds
         prepare_outputs(args.out, OUTPUTS, args.overwrite)
     results = [run_marginals(rev, n_fresh=args.n_fresh, widen=args.widen, n_boot=args.n_boot, seed=args.seed,
@@ -173,11 +170,7 @@ def run(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m paper_figs.marginals", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+if __name__ == "__main__":  # python -m paper_figs.marginals ...: the verb 'marginals' of hidden-rules
+    from cli import run_verb
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_verb('marginals'))

@@ -40,6 +40,7 @@ import time
 
 import numpy as np
 
+from cli.types import DIFFUSION_TIME, OUTPUT_FOLDER, POSITIVE, SEED, IntRange, positive_int
 from paper_figs._io import atomic_write_bytes, prepare_outputs, save_figure, write_json
 from paper_figs.figure6 import MC_CPU_SIZES
 from theory.bounds import bayes_optimal_rule_error, linear_rule_error, separable_floor
@@ -64,37 +65,41 @@ CSV_FIELDS = ("target", "curve", "architecture", "activation", "source", "t", "a
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="paper_figs/out", help="output folder (default: paper_figs/out)")
+    p.add_argument("--out", default="paper_figs/out", type=OUTPUT_FOLDER,
+                   help="output folder (default: paper_figs/out)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--loss", choices=("paper", "score", "both"), default="both",
                    help="eq. (2) as printed ('paper'), consistent DSM ('score'), or both panels (default)")
-    p.add_argument("--t", type=float, nargs="+", default=list(TIMES),
+    p.add_argument("--t", type=DIFFUSION_TIME, nargs="+", default=list(TIMES),
                    help="diffusion times, OU schedule (default 0.1, 0.2, ..., 1.0)")
     p.add_argument("--activations", nargs="+", default=list(ACTS), choices=list(ACTIVATIONS),
                    help="per-patch (eq. (1)) activations, exact training (default: all four)")
-    p.add_argument("--d", type=int, default=100, help="patch dimension (default 100, App. F)")
-    p.add_argument("--m", type=int, default=20, help="neurons per patch of the per-patch nets (default 20, App. F)")
-    p.add_argument("--epochs", type=int, default=5000,
+    p.add_argument("--d", type=positive_int(1_000_000), default=100, help="patch dimension (default 100, App. F)")
+    p.add_argument("--m", type=positive_int(10_000), default=20,
+                   help="neurons per patch of the per-patch nets (default 20, App. F)")
+    p.add_argument("--epochs", type=positive_int(), default=5000,
                    help="exact GD epochs of the per-patch nets (default 5000, App. F)")
-    p.add_argument("--lr", type=float, default=None, help="per-patch GD step size (default: per activation and loss)")
+    p.add_argument("--lr", type=POSITIVE, default=None,
+                   help="per-patch GD step size (default: per activation and loss)")
     p.add_argument("--zeta", default="uniform:0.2:0.8", help="zeta distribution (default uniform:0.2:0.8)")
-    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+    p.add_argument("--seed", type=SEED, default=0, help="seed (default 0)")
+    p.add_argument("--workers", type=positive_int(64), default=min(2, os.cpu_count() or 1),
                    help="processes for the exact training (default: min(2, CPU count))")
     p.add_argument("--no-joint", action="store_true", help="skip the joint networks")
     p.add_argument("--joint-activations", nargs="+", default=["relu"], choices=list(ACTIVATIONS),
                    help="activations of the joint nets (default: relu)")
-    p.add_argument("--joint-m", type=int, default=None, help="neurons of a joint net (default: --m)")
-    p.add_argument("--joint-n", type=int, default=JOINT_SIZES["n"],
+    p.add_argument("--joint-m", type=positive_int(10_000), default=None, help="neurons of a joint net (default: --m)")
+    p.add_argument("--joint-n", type=positive_int(), default=JOINT_SIZES["n"],
                    help=f"data in the joint nets' Monte Carlo sample set (default {JOINT_SIZES['n']})")
-    p.add_argument("--joint-n-eps", type=int, default=JOINT_SIZES["n_eps"],
+    p.add_argument("--joint-n-eps", type=positive_int(), default=JOINT_SIZES["n_eps"],
                    help=f"noise draws per datum (default {JOINT_SIZES['n_eps']})")
-    p.add_argument("--joint-epochs", type=int, default=JOINT_SIZES["epochs"],
+    p.add_argument("--joint-epochs", type=positive_int(), default=JOINT_SIZES["epochs"],
                    help=f"GD epochs of the joint nets (default {JOINT_SIZES['epochs']})")
-    p.add_argument("--joint-lr", type=float, default=None, help="joint GD step size (default: per activation and loss)")
+    p.add_argument("--joint-lr", type=POSITIVE, default=None,
+                   help="joint GD step size (default: per activation and loss)")
     p.add_argument("--joint-resample", action="store_true",
                    help="draw a fresh Monte Carlo sample set every epoch (no over-fitting; ~4x slower)")
-    p.add_argument("--joint-samples", type=int, default=JOINT_SAMPLES,
+    p.add_argument("--joint-samples", type=IntRange(2, 10_000_000), default=JOINT_SAMPLES,
                    help=f"fresh x_t for each joint net's E (default {JOINT_SAMPLES})")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default auto)")
     p.add_argument("--no-progress", action="store_true")
@@ -110,8 +115,6 @@ def _check_args(args) -> tuple[str, ...]:
         values = getattr(args, name)
         if len(set(values)) != len(values):
             raise ValueError(f"--{name.replace('_', '-')} has repeated values: {values}")
-    if args.joint_samples < 2:
-        raise ValueError(f"--joint-samples must be >= 2, got {args.joint_samples}")
     return ("paper", "score") if args.loss == "both" else (args.loss,)
 
 
@@ -375,14 +378,7 @@ def run(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m paper_figs.rule_floor", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    try:
-        return run(parser.parse_args(argv))
-    except ValueError as exc:
-        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+if __name__ == "__main__":  # python -m paper_figs.rule_floor ...: the verb 'rule-floor' of hidden-rules
+    from cli import run_verb
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_verb('rule-floor'))

@@ -19,7 +19,7 @@ import csv
 import io
 import sys
 
-from empirics.controls import ControlKind, Metric
+from empirics.evaluator.controls import ControlKind, Metric
 from empirics.runs import rule_table_row
 from paper_figs._io import atomic_write_bytes, prepare_outputs, save_figure, write_json
 from paper_figs._runs import PAPER_DDPM, PAPER_TABLE1, add_run_arguments, load_controls, load_runs
@@ -112,11 +112,7 @@ def _fmt(v, digits: int = 2) -> str:
     return "" if v is None else f"{v:.{digits}f}"
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m paper_figs.table1", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+if __name__ == "__main__":  # python -m paper_figs.table1 ...: the verb 'table1' of hidden-rules
+    from cli import run_verb
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_verb('table1'))

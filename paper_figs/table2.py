@@ -14,6 +14,7 @@ import csv
 import io
 import sys
 
+from cli.types import BOOT, OUTPUT_FOLDER, SEED
 from empirics.mitigation import table2_row
 from paper_figs._io import atomic_write_bytes, prepare_outputs, save_figure, write_json
 
@@ -37,10 +38,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="keep samples predicted as class 1 with p(class 1) >= this (default 0: the paper's rule)")
     p.add_argument("--oracle-tolerance", type=float, default=0.05,
                    help="oracle filter: keep samples whose measured y/(kx) is within this of 1 (default 0.05)")
-    p.add_argument("--out", default="paper_figs/out", help="output folder (default: paper_figs/out)")
+    p.add_argument("--out", default="paper_figs/out", type=OUTPUT_FOLDER,
+                   help="output folder (default: paper_figs/out)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates for the 95%% CIs (default 1000)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--n-boot", type=BOOT, default=1000, help="bootstrap replicates for the 95%% CIs (default 1000)")
+    p.add_argument("--seed", type=SEED, default=0, help="bootstrap seed (default 0)")
 
 
 def run(args) -> int:
@@ -49,8 +51,6 @@ def run(args) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if args.n_boot < 0:
-        raise ValueError(f"--n-boot must be >= 0, got {args.n_boot}")
     png, js, csv_path = prepare_outputs(args.out, ["table2.png", "table2.json", "table2.csv"], args.overwrite)
     rows = []
     for r in args.runs:
@@ -126,11 +126,7 @@ def _fmt(v, digits: int = 2) -> str:
     return "" if v is None else f"{v:.{digits}f}"
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m paper_figs.table2", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+if __name__ == "__main__":  # python -m paper_figs.table2 ...: the verb 'table2' of hidden-rules
+    from cli import run_verb
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_verb('table2'))

@@ -25,7 +25,7 @@ FIG6_TOY = ["--d", "5", "--m", "2", "--t", "0.4", "--activations", "relu", "--ep
 #  {fake_npz} = a text file named .npz, {gray_npz} = an npz of (N, S, S) single-channel images, {input:NAME} =
 #  the input NAME of ``_EVAL_INPUTS``; exit status; message)
 CASES = [
-    ("no verb", [], 2, "usage: hidden-rules"),
+    ("no verb", [], 2, "hidden-rules: error: a verb is needed"),
     ("unknown verb", ["paint"], 2, "invalid choice: 'paint'"),
     ("figure6 --samples 0", ["figure6", "--out", "{dir}", *FIG6_TOY, "--samples", "0"], 2, "--samples must be >= 2"),
     ("figure6 --n with exact", ["figure6", "--out", "{dir}", *FIG6_TOY, "--n", "20"], 2,
@@ -61,15 +61,17 @@ CASES = [
     ("eval --workers 100", ["eval", "A", "{input:float255.npz}", "--workers", "100", "--out", "{dir}"], 2,
      "--workers must be an integer in [1, 64]"),
     ("eval --trim reversed", ["eval", "A", "{empty}", "--trim", "60", "40"], 2, "--trim must be two percentiles"),
-    ("eval --n-boot -1", ["eval", "A", "{empty}", "--n-boot", "-1"], 2, "--n-boot must be >= 0"),
+    ("eval --n-boot -1", ["eval", "A", "{empty}", "--n-boot", "-1"], 2,
+     "--n-boot must be an integer in [0, 100000], got -1"),
     ("eval missing path", ["eval", "A", "{dir}/nothing-here"], 2, "no such file or folder"),
     ("bounds --t -1", ["bounds", "--t", "-1"], 2, "--t must be"),
     ("bounds bad zeta", ["bounds", "--zeta", "gaussian:0:1"], 2, "--zeta"),
     ("train unknown task", ["train", "E", "--out", "{dir}"], 2, "task must be one of"),
     ("train unknown preset", ["train", "A", "--preset", "gpu", "--out", "{dir}"], 2, "invalid choice: 'gpu'"),
-    ("train --out is a file", ["train", "A", "--preset", "smoke", "--out", "{file}"], 2, "is not a folder"),
-    ("sample --n 0", ["sample", "{dir}", "--n", "0"], 2, "--n must be >= 1"),
-    ("sample steps > T", ["sample", "{dir}", "--sampler", "ddim", "--steps", "1001"], 2, "steps must be in [1, 1000]"),
+    ("train --out is a file", ["train", "A", "--preset", "smoke", "--out", "{file}"], 2, "is a file; give a folder"),
+    ("sample --n 0", ["sample", "--n", "0", "{dir}"], 2, "--n must be >= 1"),
+    ("sample steps > T", ["sample", "--sampler", "ddim", "--steps", "1001", "{dir}"], 2,
+     "--steps must be an integer in [1, 1000]"),
     ("sample no run", ["sample", "{dir}/absent", "--n", "2"], 2, "no run folder"),
     ("table1 no run", ["table1", "{dir}/absent", "--out", "{dir}"], 2, "is not a run folder"),
 ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from empirics.box_profile import box_profile, step_response, thin_extent
+from empirics.evaluator.box_profile import box_profile, step_response, thin_extent
 
 CENTRES = np.arange(12) + 0.5
 

@@ -7,8 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from empirics import cli as empirics_cli
-from empirics.io import load_npz, load_png_folder, read_images, save_npz, save_png_folder
+from empirics.data.io import load_npz, load_png_folder, read_images, save_npz, save_png_folder
 from empirics.tasks import TaskBatch, generate
 from paper_figs.cli import build_parser, main
 
@@ -132,10 +131,10 @@ def test_cli_errors_and_parser(tmp_path):
     with pytest.raises(SystemExit) as info:
         main(["data", "C", "--n", "5", "--size", "8", "--out", str(tmp_path / "x")])
     assert info.value.code == 2
-    parser = build_parser()                                    # full parser builds both verbs
+    parser = build_parser()                                    # full parser builds every verb
     args = parser.parse_args(["eval", "C", "somewhere", "--trim", "5", "95"])
-    assert args.trim == [5.0, 95.0] and args._empirics_verb == "eval"
-    assert empirics_cli.main(["data", "D", "--n", "6", "--out", str(tmp_path / "d"), "--format", "npz"]) == 0
+    assert args.trim == [5.0, 95.0] and args.verb == "eval"
+    assert main(["data", "D", "--n", "6", "--out", str(tmp_path / "d"), "--format", "npz"]) == 0
     assert (tmp_path / "d" / "D_32.npz").is_file() and not (tmp_path / "d" / "params.csv").exists()
 
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from empirics.contrastive import ContrastiveClass, ContrastiveSet, contrastive_set, default_margins
+from empirics.data.contrastive import ContrastiveClass, ContrastiveSet, contrastive_set, default_margins
 from empirics.evaluate import Problem, evaluate
 from empirics.tasks import FINE_FACTOR_LIMITS, TARGET_SLOPE, Task, coarse_rule, fine_xy, generate, sample_params
 

@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from empirics import controls as C
 from empirics.evaluate import evaluate
+from empirics.evaluator import controls as C
 from empirics.tasks import TRAIN_SIZES, Task, generate
 
 ROOT = Path(__file__).resolve().parents[2]

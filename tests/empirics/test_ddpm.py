@@ -154,13 +154,131 @@ def test_checkpoint_from_another_config_is_refused(tmp_path):
         ddpm.load_run(run)
 
 
-def test_finished_run_needs_force(tmp_path):
+def test_finished_run_is_a_no_op_through_the_api(tmp_path):
+    """A finished run is returned as it is (0 new steps); force=True trains it again; refuse_finished is the
+    error a CLI can report, and it names the API argument."""
+    run = tmp_path / "run"
+    first = ddpm.train(run, tiny(train_steps=2), progress=False)
+    before = load_ckpt(run)
+    again = ddpm.train(run, progress=False)
+    assert (again.start_step, again.end_step, again.finished, again.seconds) == (2, 2, True, 0.0)
+    assert again.last_loss == pytest.approx(first.last_loss, rel=1e-5)
+    assert ddpm.state_equal(before["model"], load_ckpt(run)["model"])
+    with pytest.raises(ddpm.CheckpointError, match=r"finished run .*force=True"):
+        ddpm.train(run, progress=False, refuse_finished=True)
+    forced = ddpm.train(run, force=True, progress=False)
+    assert (forced.start_step, forced.end_step) == (0, 2)
+
+
+def _interrupt_after_step(monkeypatch, step: int):
+    """Make the loss log raise KeyboardInterrupt when it is asked to log a step past ``step`` (Ctrl-C)."""
+    real_append = ddpm.LossLog.append
+
+    def append(self, row):
+        if int(row[0]) > step:
+            raise KeyboardInterrupt
+        real_append(self, row)
+
+    monkeypatch.setattr(ddpm.LossLog, "append", append)
+
+
+def test_wall_time_counts_interrupted_sessions_and_continues_across_resumes(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    _interrupt_after_step(monkeypatch, 4)
+    with pytest.raises(KeyboardInterrupt):
+        ddpm.train(run, tiny(), progress=False)
+    monkeypatch.undo()
+    stats = json.loads((run / "train_stats.json").read_text())
+    assert [(s["start_step"], s["end_step"]) for s in stats["sessions"]] == [(0, 4)]  # the killed session counts
+    first = stats["sessions"][0]["seconds"]
+    assert first > 0 and stats["train_seconds_total"] == first
+    ddpm.train(run, progress=False)
+    stats = json.loads((run / "train_stats.json").read_text())
+    assert [(s["start_step"], s["end_step"]) for s in stats["sessions"]] == [(0, 4), (4, 6)]
+    assert stats["train_seconds_total"] == pytest.approx(sum(s["seconds"] for s in stats["sessions"]), abs=0.011)
+    rows = [line.split(",") for line in (run / "loss.csv").read_text().strip().splitlines()[1:]]
+    seconds = {int(r[0]): float(r[3]) for r in rows}
+    assert sorted(seconds) == [1, 2, 3, 4, 5, 6]
+    # the second session's clock starts where the first session's recorded time ends
+    assert seconds[5] >= first - 0.011 and seconds[5] >= seconds[4] - 0.011
+    assert all(seconds[k + 1] >= seconds[k] - 0.011 for k in range(1, 6))
+
+
+def test_run_without_train_stats_resumes_and_counts_the_new_session(tmp_path):
+    """A run folder whose sessions were never recorded (an older run killed before its first session ended)
+    resumes bit for bit and records the session it runs."""
+    straight, old = tmp_path / "straight", tmp_path / "old"
+    ddpm.train(straight, tiny(), progress=False)
+    ddpm.train(old, tiny(), max_steps=4, progress=False)
+    (old / "train_stats.json").unlink()
+    summary = ddpm.train(old, progress=False)
+    assert (summary.start_step, summary.end_step) == (4, 6)
+    assert ddpm.compare_runs(straight, old)["identical"]
+    stats = json.loads((old / "train_stats.json").read_text())
+    assert [(s["start_step"], s["end_step"]) for s in stats["sessions"]] == [(4, 6)]
+
+
+def test_progress_bars_are_quiet_when_stderr_is_not_a_terminal(tmp_path, capsys):
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    items = range(3)
+    assert ddpm.progress_bar(items, True, "x", stream=io.StringIO()) is items
+    assert ddpm.progress_bar(items, False, "x", stream=Terminal()) is items
+    shown = Terminal()
+    assert list(ddpm.progress_bar(items, True, "x", stream=shown)) == [0, 1, 2] and "x" in shown.getvalue()
+    ddpm.train(tmp_path / "run", tiny(train_steps=2), progress=True)   # pytest's stderr is not a terminal
+    assert capsys.readouterr().err == ""
+
+
+def test_sample_folder_that_holds_a_users_file_is_refused_and_kept(tmp_path):
+    """``out`` with a file sample did not write is not "already holding samples", and overwrite never deletes it."""
+    images = np.zeros((2, 16, 16, 3), np.uint8)
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "notes.txt").write_text("keep me")
+    for overwrite in (False, True):
+        with pytest.raises(ValueError, match="not a sample folder.*notes.txt") as err:
+            ddpm.save_samples(images, "A", user, seeds=np.arange(2), meta={}, overwrite=overwrite)
+        assert "already holds samples" not in str(err.value)
+    # a sample set with a user's file added to it is refused too
+    made = ddpm.save_samples(images, "A", tmp_path / "set", seeds=np.arange(2), meta={})
+    (made / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="not a sample folder"):
+        ddpm.save_samples(images, "A", made, seeds=np.arange(2), meta={}, overwrite=True)
+    assert (user / "notes.txt").read_text() == (made / "notes.txt").read_text() == "keep me"
+    assert sorted(p.name for p in user.iterdir()) == ["notes.txt"]
+    # a sample set alone is replaced with overwrite, refused without it
+    (made / "notes.txt").unlink()
+    with pytest.raises(ValueError, match="already holds samples"):
+        ddpm.save_samples(images, "A", made, seeds=np.arange(2), meta={})
+    ddpm.save_samples(images[:1], "A", made, seeds=np.arange(1), meta={}, overwrite=True)
+    with np.load(made / "samples.npz") as z:
+        assert len(z["images"]) == 1
+
+
+def test_sample_out_that_is_a_file_or_dot_is_a_clear_error(tmp_path, monkeypatch):
     run = tmp_path / "run"
     ddpm.train(run, tiny(train_steps=2), progress=False)
-    with pytest.raises(ddpm.CheckpointError, match="finished run"):
-        ddpm.train(run, progress=False)
-    again = ddpm.train(run, force=True, progress=False)
-    assert (again.start_step, again.end_step) == (0, 2)
+    spec = ddpm.SampleSpec("ddim", 2, 0.0)
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    with pytest.raises(ValueError, match="exists and is not a folder"):
+        ddpm.sample(run, 2, spec, out=a_file, device="cpu", progress=False)
+    with pytest.raises(ValueError, match="is under the file"):
+        ddpm.sample(run, 2, spec, out=a_file / "sub", device="cpu", progress=False)
+    monkeypatch.chdir(tmp_path)  # "." holds the run and the file: not a sample folder
+    with pytest.raises(ValueError, match="not a sample folder"):
+        ddpm.sample(run, 2, spec, out=".", device="cpu", progress=False)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.chdir(empty)  # an empty "." is a fine place for a set
+    out = ddpm.sample(run, 2, spec, out=".", device="cpu", progress=False)
+    assert out == empty and (empty / "samples.npz").is_file()
+    assert a_file.read_text() == "x"
 
 
 def test_no_run_folder_and_no_checkpoint(tmp_path):
@@ -241,11 +359,14 @@ def test_smoke_end_to_end_cli(tmp_path, capsys):
     assert cli_main(["eval", "A", str(out), "--n-boot", "0"]) == 0
     summary = json.loads((tmp_path / "runs" / "A" / "samples" / "ddim-10-eta1_eval" / "summary.json").read_text())
     assert summary["n_images"] == 16
-    # a finished run is not retrained silently
+    # a finished run is not retrained silently: the CLI refuses it (the API returns it as it is)
+    ckpt, log = (run / "checkpoint.pt").read_bytes(), (run / "loss.csv").read_text()
+    capsys.readouterr()
     with pytest.raises(SystemExit) as exc:
         cli_main(["train", "A", "--preset", "smoke", "--out", str(run), "--no-progress"])
     assert exc.value.code == 2
     assert "finished run" in capsys.readouterr().err
+    assert (run / "checkpoint.pt").read_bytes() == ckpt and (run / "loss.csv").read_text() == log
 
 
 def run_cli(*args, cwd=None):
@@ -257,21 +378,25 @@ def run_cli(*args, cwd=None):
 @pytest.mark.parametrize("args, message", [
     (["train", "E", "--preset", "smoke"], "task must be one of"),
     (["train", "A", "--preset", "gpu"], "invalid choice: 'gpu'"),
-    (["train", "A", "--preset", "smoke", "--steps", "0"], "--steps must be positive"),
+    (["train", "A", "--preset", "smoke", "--steps", "0"], "--steps must be >= 1"),
     (["sample", "{out}", "--n", "0"], "--n must be >= 1"),
-    (["sample", "{out}", "--sampler", "ddim", "--steps", "1001"], "steps must be in [1, 1000]"),
+    (["sample", "{out}", "--sampler", "ddim", "--steps", "1001"], "--steps must be an integer in [1, 1000]"),
     (["sample", "{out}", "--eta", "0.5"], "--eta applies to --sampler ddim only"),
 ])
 def test_bad_input_is_one_clear_line_and_leaves_nothing(tmp_path, args, message):
+    """Bad flags are one line and exit 2; ``train`` leaves no folder, ``sample`` leaves the run as it was."""
     out = tmp_path / "run"
+    if args[0] == "sample":
+        ddpm.create_run(out, tiny())
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     args = [a.replace("{out}", str(out)) for a in args]
     if args[0] == "train":
         args += ["--out", str(out)]
     res = run_cli(*args)
     assert res.returncode == 2, res.stderr
-    assert message in res.stderr
+    assert message in res.stderr and len(res.stderr.strip().splitlines()) == 1
     assert "Traceback" not in res.stderr
-    assert not out.exists()
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
 
 
 def test_cli_sample_without_checkpoint_and_train_with_other_config(tmp_path):
@@ -280,7 +405,7 @@ def test_cli_sample_without_checkpoint_and_train_with_other_config(tmp_path):
     res = run_cli("sample", str(run), "--n", "2")
     assert res.returncode == 2 and "no checkpoint yet" in res.stderr and "Traceback" not in res.stderr
     res = run_cli("train", "A", "--preset", "smoke", "--out", str(run), "--lr", "0.5")
-    assert res.returncode == 2 and "another config" in res.stderr
+    assert res.returncode == 2 and "--lr 0.5" in res.stderr and "choose another --out" in res.stderr
     (run / "checkpoint.pt").write_bytes(b"\x00" * 10)
     res = run_cli("sample", str(run), "--n", "2")
     assert res.returncode == 2 and "corrupt" in res.stderr and "Traceback" not in res.stderr
@@ -348,7 +473,7 @@ def test_interrupted_sampling_resumes_bit_identically(tmp_path, monkeypatch):
     spec = ddpm.SampleSpec("ddim", 4, 1.0)
     straight = ddpm.sample(run, 5, spec, out=tmp_path / "straight", batch_size=2, device="cpu", progress=False)
 
-    real_save = ddpm._PartialSamples.save
+    real_save = ddpm.PartialSamples.save
     calls = []
 
     def save_then_die(self, images, seconds, sessions):
@@ -356,7 +481,7 @@ def test_interrupted_sampling_resumes_bit_identically(tmp_path, monkeypatch):
         calls.append(len(images))
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ddpm._PartialSamples, "save", save_then_die)
+    monkeypatch.setattr(ddpm.PartialSamples, "save", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         ddpm.sample(run, 5, spec, out=tmp_path / "resumed", batch_size=2, device="cpu", progress=False)
     partial = tmp_path / ".resumed.partial.npz"
@@ -366,7 +491,7 @@ def test_interrupted_sampling_resumes_bit_identically(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="batch_size differ"):
         ddpm.sample(run, 5, spec, out=tmp_path / "resumed", batch_size=3, device="cpu", progress=False)
 
-    monkeypatch.setattr(ddpm._PartialSamples, "save", real_save)
+    monkeypatch.setattr(ddpm.PartialSamples, "save", real_save)
     drawn = []
     real_sample_images = ddpm.sample_images
 
@@ -374,7 +499,7 @@ def test_interrupted_sampling_resumes_bit_identically(tmp_path, monkeypatch):
         drawn.append(len(kw["done"]) if kw.get("done") is not None else 0)
         return real_sample_images(*args, **kw)
 
-    monkeypatch.setattr(ddpm, "sample_images", counting)
+    monkeypatch.setattr(ddpm.sampling, "sample_images", counting)
     resumed = ddpm.sample(run, 5, spec, out=tmp_path / "resumed", batch_size=2, device="cpu", progress=False)
     assert drawn == [2]  # the first batch was not drawn again
     with np.load(straight / "samples.npz") as a, np.load(resumed / "samples.npz") as b:

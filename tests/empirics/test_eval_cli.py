@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from empirics.cli import _flag_words
+from cli.data_eval import flag_words
+from empirics.data.io import GRAYSCALE_REASON, load_npz, read_images, save_npz, save_png_folder
 from empirics.evaluate import as_float_rgb
-from empirics.io import GRAYSCALE_REASON, load_npz, read_images, save_npz, save_png_folder
 from empirics.tasks import TaskBatch, generate
 from paper_figs.cli import main
 
@@ -188,9 +188,9 @@ def test_messages_name_flags_not_keywords(tmp_path, capsys):
         err = capsys.readouterr().err
         assert flag in err and "value_range" not in err and "trim must" not in err.replace("--trim must", "")
     # the words are translated, the sense is kept
-    assert _flag_words("pass value_range=(lo, hi) for another range") == "pass --value-range LO HI for another range"
-    assert _flag_words("workers must be >= 1, got 0") == "--workers must be >= 1, got 0"
-    assert _flag_words("n_boot must be >= 0; images must be RGB") == "--n-boot must be >= 0; images must be RGB"
+    assert flag_words("pass value_range=(lo, hi) for another range") == "pass --value-range LO HI for another range"
+    assert flag_words("workers must be >= 1, got 0") == "--workers must be >= 1, got 0"
+    assert flag_words("n_boot must be >= 0; images must be RGB") == "--n-boot must be >= 0; images must be RGB"
 
 
 # ---- issue 22, item 7: eval of any npz with images (what `hidden-rules sample` writes), task mismatch,
@@ -276,7 +276,7 @@ def _listing(root: Path) -> list[str]:
 def test_eval_leaves_no_folder_when_evaluation_fails(tmp_path, monkeypatch, capsys, failure, status):
     """An exception (or Ctrl-C) in the middle of the evaluation leaves neither the --out folder nor its
     parents nor a temporary folder behind."""
-    import empirics.cli as cli
+    import cli.data_eval as cli
 
     _sample_npz(tmp_path / "s.npz", n=2)
     before = _listing(tmp_path)
@@ -297,8 +297,8 @@ def test_eval_leaves_no_folder_when_evaluation_fails(tmp_path, monkeypatch, caps
 def test_eval_leaves_no_folder_when_writing_fails(tmp_path, monkeypatch):
     """A failure while the outputs are written (after the first file): the half-written folder is removed;
     an existing folder with other files keeps exactly its files."""
+    import cli.data_eval as cli
     import empirics.atomic as atomic
-    import empirics.cli as cli
 
     _sample_npz(tmp_path / "s.npz", n=2)
     real, calls = atomic.atomic_write_bytes, []
@@ -321,7 +321,7 @@ def test_eval_leaves_no_folder_when_writing_fails(tmp_path, monkeypatch):
 
 def test_eval_checks_out_before_evaluating(tmp_path, monkeypatch, capsys):
     """Existing outputs are refused before any image is measured (no wait for a refusal)."""
-    import empirics.cli as cli
+    import cli.data_eval as cli
 
     _sample_npz(tmp_path / "s.npz", n=2)
     (tmp_path / "out").mkdir()

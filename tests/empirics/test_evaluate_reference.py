@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from empirics.data.render_reference import presets_for, render_reference
 from empirics.evaluate import evaluate
-from empirics.render_reference import presets_for, render_reference
 from empirics.tasks import Task
 
 # Conventions the evaluator does not meet (docs/empirics.md): 1-2 px bars drawn by area averaging, of which

@@ -14,7 +14,7 @@ from empirics.filtering import (
     PRESETS,
     Architecture,
     FilterConfig,
-    build_classifier,
+    build_filter_network,
     filter_config,
     filter_samples,
     load_filter,
@@ -76,24 +76,24 @@ def test_each_architecture_trains_and_reproduces(arch, contrastive, trained):
 
 def test_architectures_are_what_they_say():
     # ResNet-8: stem conv + 3 stages x 2 convs + linear head = 8 weighted layers (1x1 shortcuts aside).
-    net = build_classifier(filter_config("resnet8", "paper"), 32)
+    net = build_filter_network(filter_config("resnet8", "paper"), 32)
     convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
     linears = [m for m in net.modules() if isinstance(m, torch.nn.Linear)]
     assert len(convs) + len(linears) == 8
     # The U-Net encoder is diffusers' down path without a time embedding.
     from diffusers.models.unets.unet_2d_blocks import AttnDownBlock2D, DownBlock2D
 
-    enc = build_classifier(filter_config("unet_encoder", "paper"), 32)
+    enc = build_filter_network(filter_config("unet_encoder", "paper"), 32)
     kinds = [type(b) for b in enc.down]
     assert kinds == [DownBlock2D, AttnDownBlock2D, AttnDownBlock2D]
     assert all(r.time_emb_proj is None for b in enc.down for r in b.resnets)
     x = torch.zeros(2, 3, 32, 32)
     for arch in Architecture:
-        assert build_classifier(filter_config(arch, "smoke"), 32)(x).shape == (2, 3)
+        assert build_filter_network(filter_config(arch, "smoke"), 32)(x).shape == (2, 3)
     # The weights are drawn from config.seed alone, without touching the global generator.
     state = torch.get_rng_state()
-    a = build_classifier(filter_config("mlp", "smoke", seed=3), 16).state_dict()
-    b = build_classifier(filter_config("mlp", "smoke", seed=3), 16).state_dict()
+    a = build_filter_network(filter_config("mlp", "smoke", seed=3), 16).state_dict()
+    b = build_filter_network(filter_config("mlp", "smoke", seed=3), 16).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert torch.equal(torch.get_rng_state(), state)
 
@@ -341,13 +341,13 @@ def test_batch_norm_statistics_are_those_of_the_final_weights(contrastive, train
     bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
     seen = []
     hook = bn.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].detach().double()))
-    from empirics.filtering import _as_input, epoch_order
+    from empirics.filtering import as_model_input, epoch_order
 
     result = trained[Architecture.RESNET8]
     train, bs = result.train_index, result.config.batch_size
     # the pass after the last epoch, shuffled as training is (a class-sorted pass would lose the
     # between-class variance)
-    x = _as_input(images[train])[epoch_order(result.config, result.config.epochs, len(train))]
+    x = as_model_input(images[train])[epoch_order(result.config, result.config.epochs, len(train))]
     try:
         with torch.no_grad():
             model.eval()

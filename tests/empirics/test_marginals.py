@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from empirics.controls import fresh_renders
 from empirics.evaluate import evaluate
-from empirics.marginals import (
+from empirics.evaluator.controls import fresh_renders
+from empirics.evaluator.marginals import (
     WHITE_LEVEL,
     Support,
     background_level,

@@ -7,7 +7,13 @@ import pytest
 
 from empirics import ddpm
 from empirics.evaluate import evaluate
-from empirics.memorization import element_colours, feature_space, memorization, nearest_neighbours, replica_fraction
+from empirics.evaluator.memorization import (
+    element_colours,
+    feature_space,
+    memorization,
+    nearest_neighbours,
+    replica_fraction,
+)
 from empirics.tasks import ELEMENTS, Task, generate
 
 
@@ -88,7 +94,7 @@ def test_a_sample_without_measurable_colours_keeps_its_length_neighbours():
 # ---- Fig. 5b with controls: pixel-space neighbours, leave-one-out, replica curves, novelty test ----
 
 def test_pixel_space_finds_an_exact_copy_at_distance_zero():
-    from empirics.memorization import fit_whitening, pixel_vectors
+    from empirics.evaluator.memorization import fit_whitening, pixel_vectors
 
     train = generate("B", 60, 32, seed=11).images
     query = np.concatenate([generate("B", 5, 32, seed=12).images, train[[17, 42]]])
@@ -130,7 +136,7 @@ def test_leave_one_out_excludes_the_point_itself_but_not_a_duplicate(method):
 
 
 def test_neighbour_search_rejects_bad_inputs():
-    from empirics.memorization import fit_whitening, novelty_test, pixel_vectors, threshold_grid
+    from empirics.evaluator.memorization import fit_whitening, novelty_test, pixel_vectors, threshold_grid
 
     X = np.zeros((4, 2))
     with pytest.raises(ValueError, match="same set"):
@@ -160,7 +166,7 @@ def test_novelty_test_sees_near_copies_and_not_fresh_draws():
     """Samples drawn like the null: closer than its 1st percentile at ~1 % (binomial); near-copies: p ~ 0."""
     from scipy.stats import binom
 
-    from empirics.memorization import Novelty, novelty_test
+    from empirics.evaluator.memorization import Novelty, novelty_test
 
     rng = np.random.default_rng(5)
     n = 2000
@@ -178,7 +184,7 @@ def test_novelty_test_sees_near_copies_and_not_fresh_draws():
 def test_replica_curves_one_function_for_every_set():
     """Rule-exact renders as 'samples': every set's curve is replica_fraction of its own distances, the
     samples behave like the fresh draws, and a training image passed as a sample is at distance 0."""
-    from empirics.memorization import MeasuredImages, ReplicaSet, Space, replica_curves
+    from empirics.evaluator.memorization import MeasuredImages, ReplicaSet, Space, replica_curves
 
     train = generate("D", 150, 32, seed=21)
     samp = np.concatenate([generate("D", 40, 32, seed=22).images, train.images[:3]])

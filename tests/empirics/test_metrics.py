@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from empirics.metrics import (
+from empirics.evaluator.metrics import (
     bootstrap_ci,
     coarse_rule,
     conforming_fraction,

@@ -7,8 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from empirics.metrics import coarse_rule
-from empirics.render_reference import (
+from empirics.data.render_reference import (
     PRESETS,
     SIZES,
     TASK_FIELDS,
@@ -20,6 +19,7 @@ from empirics.render_reference import (
     reference_params,
     render_reference,
 )
+from empirics.evaluator.metrics import coarse_rule
 from empirics.tasks import ELEMENTS, RULE_FEATURES, TARGET_SLOPE, Task
 
 TASKS = ["A", "B", "C", "D"]

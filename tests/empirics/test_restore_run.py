@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from empirics import ddpm
-from empirics.io import load_npz
+from empirics.data.io import load_npz
 from empirics.runs import load_samples, restore_run, sample_sets
 from empirics.tasks import generate
 
@@ -142,7 +142,7 @@ def test_restore_run_interrupted_leaves_nothing(tmp_path, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ddpm, "save_samples", interrupted)
+    monkeypatch.setattr(ddpm.restore, "save_samples", interrupted)
     with pytest.raises(KeyboardInterrupt):
         restore_run(tmp_path / "run", config_json, npz, meta)
     assert sorted(p.name for p in tmp_path.iterdir()) == before

@@ -15,11 +15,11 @@ import cv2
 import numpy as np
 import pytest
 
-from empirics.box_profile import box_profile, fit_boxes, kernel_width
-from empirics.controls import fresh_renders
+from empirics.data.render_reference import render_reference
 from empirics.evaluate import evaluate
-from empirics.metrics import conforming_fraction
-from empirics.render_reference import render_reference
+from empirics.evaluator.box_profile import box_profile, fit_boxes, kernel_width
+from empirics.evaluator.controls import fresh_renders
+from empirics.evaluator.metrics import conforming_fraction
 
 N_REF = 60
 SEED = 11

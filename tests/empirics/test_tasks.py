@@ -6,19 +6,17 @@ import cv2
 import numpy as np
 import pytest
 
-from empirics.metrics import coarse_rule
+from empirics.data.render import disc_coverage, element_coverages, rect_coverage
+from empirics.evaluator.metrics import coarse_rule
 from empirics.tasks import (
     ELEMENTS,
     FINE_FACTOR_LIMITS,
     TARGET_SLOPE,
     Task,
     TaskBatch,
-    _coverages,
     degrade,
-    disc_coverage,
     fine_xy,
     generate,
-    rect_coverage,
     render,
     sample_params,
 )
@@ -85,7 +83,7 @@ def test_elements_stay_in_frame_and_do_not_overlap(task):
         assert np.all(g["top_y"] + g["side_top"] / 2 <= size / 2 - 1 + 1e-9)
         assert np.all(g["bottom_y"] - g["side_bottom"] / 2 >= size / 2 + 1 - 1e-9)
     # coverages of different elements never overlap: additive rendering is exact
-    covs = _coverages(Task(task), p, slice(0, 200), size)
+    covs = element_coverages(Task(task), p, slice(0, 200), size)
     total = np.sum([c for _, c in covs], axis=0)
     assert total.max() <= 1 + 1e-9
 

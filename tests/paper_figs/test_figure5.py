@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from empirics import ddpm
-from empirics.io import load_npz
+from empirics.data.io import load_npz
 from empirics.tasks import generate
 from paper_figs.cli import main as cli_main
 

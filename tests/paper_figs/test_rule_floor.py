@@ -104,8 +104,15 @@ def test_bad_arguments_give_a_clean_error(tmp_path, capsys, bad):
     assert not out.exists()  # nothing written, not even the folder
 
 
-def test_module_entry_point_gives_a_clean_error(tmp_path, capsys):
-    with pytest.raises(SystemExit) as info:
-        rule_floor.main(["--out", str(tmp_path), *TOY, "--joint-n-eps", "0"])
-    assert info.value.code == 2
-    assert "python -m paper_figs.rule_floor: error:" in capsys.readouterr().err
+def test_module_entry_point_gives_a_clean_error(tmp_path):
+    """``python -m paper_figs.rule_floor`` is the verb ``rule-floor`` of ``hidden-rules`` (cli.run_verb)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]), OMP_NUM_THREADS="1")
+    res = subprocess.run([sys.executable, "-m", "paper_figs.rule_floor", "--out", str(tmp_path / "out"), *TOY,
+                          "--joint-n-eps", "0"], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 2 and not (tmp_path / "out").exists()
+    assert res.stderr == "hidden-rules rule-floor: error: --joint-n-eps must be >= 1, got 0\n"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from empirics import ddpm
-from empirics.controls import Metric
+from empirics.evaluator.controls import Metric
 from empirics.tasks import generate
 from paper_figs.cli import main as cli_main
 
