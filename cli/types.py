@@ -195,7 +195,7 @@ def check_memory(what: str, n_bytes: float) -> None:
     have = available_memory()
     if n_bytes > have / 2:
         raise ValueError(f"{what} needs about {n_bytes / 2**30:.3g} GiB of memory; this machine has "
-                         f"{have / 2**30:.3g} GiB: use a smaller size")
+                         f"{have / 2**30:.3g} GiB: ask for less")
 
 
 def created_by_call(paths: list[Path]) -> list[Path]:
