@@ -1,10 +1,11 @@
-"""``--threads`` (empirics.threads) and the min-SNR loss weighting of the DDPM configs."""
+"""``--threads`` (empirics.threads), the min-SNR loss weighting and the ``cpu`` / ``cpu-2000`` DDPM presets."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,8 @@ from empirics import ddpm, threads
 from paper_figs.cli import main as cli_main
 from tests.empirics.test_ddpm import run_cli, tiny
 from theory.schedules import DDPMSchedule
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("bad", [0, -1, 10_000, 1.5, True, "two", None])
@@ -120,3 +123,27 @@ def test_run_written_before_a_config_field_existed_stays_readable(tmp_path):
     torch.save(ckpt, run / "checkpoint.pt")
     assert ddpm.load_run(run).step == 3
     assert ddpm.train(run, progress=False).end_step == cfg.train_steps
+
+
+def test_cpu_2000_preset_is_the_committed_section3_recipe():
+    """``cpu-2000`` rebuilds the config of the committed 2000-step runs (written as preset "cpu")."""
+    for task in "ABCD":
+        stored = json.loads((ROOT / "docs" / "section3" / f"config_{task}.json").read_text())
+        rebuilt = ddpm.make_config(task, "cpu-2000").to_json()
+        assert stored.pop("preset") == "cpu" and rebuilt.pop("preset") == "cpu-2000"
+        assert {k: (list(v) if isinstance(v, tuple) else v) for k, v in rebuilt.items() if k in stored} == stored
+        assert rebuilt["loss_weighting"] == "eps"
+
+
+def test_cpu_preset_smoke_sized_trains_and_resumes_bit_identically(tmp_path):
+    """The ``cpu`` preset's recipe (min-SNR-5, batch 32, cosine decay) at smoke size: k steps straight
+    equal k/2, stop, resume."""
+    cfg = ddpm.make_config("C", "cpu", n_train=64, batch_size=8, train_steps=4, channels=(16, 32),
+                           checkpoint_every=2, snapshot_every=2, log_every=1)
+    full = ddpm.make_config("C", "cpu")
+    assert (full.loss_weighting, full.min_snr_gamma, full.batch_size, full.train_steps) == ("min-snr", 5.0, 32, 8000)
+    assert (cfg.loss_weighting, cfg.lr_schedule) == ("min-snr", "cosine")
+    ddpm.train(tmp_path / "straight", cfg, progress=False)
+    ddpm.train(tmp_path / "split", cfg, max_steps=2, progress=False)
+    ddpm.train(tmp_path / "split", progress=False)
+    assert ddpm.compare_runs(tmp_path / "straight", tmp_path / "split")["identical"]
