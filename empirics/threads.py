@@ -1,8 +1,10 @@
 """How many CPU threads torch uses: ``--threads auto`` (the default) or a fixed count.
 
 torch starts one worker thread per core. On a shared 2-core machine with one other busy process that
-oversubscribes the cores: a ``cpu``-preset training step took 1.89 s with 2 threads against 1.39 s with
-1 (one run of ``benchmarks/threads.py``), and the tiny ``smoke`` preset was ~20x slower. ``auto``
+oversubscribes the cores: one training step of the ``cpu-2000`` preset on a fixed batch took 1.89 s with
+2 threads against 1.39 s with 1 (idle: 0.71 s against 1.27 s; 2026-12-04, one 2-core machine, each
+setting timed in turn); an earlier measurement found 20 steps of the tiny ``smoke`` preset at 46.6 s with the
+default threads against 2.4 s with one. ``auto``
 therefore counts the cores that are idle now (``/proc/stat`` over a quarter second; the 1-minute load
 average elsewhere) and uses that many, at least 1 and at most the cores this process may run on (and
 at most ``OMP_NUM_THREADS`` when that is set: a limit the user chose is kept).
