@@ -121,13 +121,14 @@ def probe_row(folder: Path, task: str | None = None, label: str | None = None) -
     }
 
 
-# the committed 2000-step runs of today's preset (2000 samples each), beside the probes
-REFERENCES = {"C": (ROOT / "docs" / "section3", "C_cpu-preset_2000-steps (committed run)")}
+# committed runs (2000 samples each) beside the probes: the cpu-2000 run, and the cpu preset's first run
+REFERENCES = [("C", ROOT / "docs" / "section3", "C_cpu-2000 preset, 2000 steps (committed run)"),
+              ("C", ROOT / "docs" / "section3" / "cpu" / "C", "C_cpu preset, 8000 steps (2 threads)")]
 
 
 def write_table(folders: list[Path], out: Path) -> list[dict]:
     tasks = {json.loads((f / "table1.json").read_text())["rows"][0]["task"] for f in folders}
-    rows = [probe_row(folder, t, label) for t, (folder, label) in REFERENCES.items() if t in tasks]
+    rows = [probe_row(folder, t, label) for t, folder, label in REFERENCES if t in tasks and folder.exists()]
     rows += [probe_row(f) for f in folders]
     out.mkdir(parents=True, exist_ok=True)
     (out / "probe_table.json").write_text(json.dumps({"rows": rows}, indent=2) + "\n")
