@@ -34,7 +34,7 @@ SPEC = ddpm.SampleSpec("ddim", 50, 1.0)
 N_SAMPLES = 512
 
 # probe -> (task, overrides of the cpu preset, step-time ratio baseline/probe at 1 thread)
-# ratios: benchmarks/train_step.py, 2026-12-04, one run (base 1.222 s, batch 32 0.607 s, narrow 0.833 s)
+# ratios: benchmarks/train_step.py at 1 thread, 2026-12-04 (re-run: docs/section3/probes/train_step.json)
 PROBES: dict[str, tuple[str, dict, float]] = {
     "C_base": ("C", {}, 1.0),
     "C_lr2e-3": ("C", {"lr": 2e-3}, 1.0),

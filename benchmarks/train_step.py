@@ -38,14 +38,14 @@ def make_step(overrides: dict, compiled: bool):
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
     fwd = torch.compile(model, dynamic=False) if compiled else model
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(cfg.batch_size, 3, cfg.size, cfg.size, generator=gen).contiguous(memory_format=torch.channels_last)
+    x0 = torch.randn(cfg.batch_size, 3, cfg.size, cfg.size, generator=gen).contiguous(memory_format=torch.channels_last)
+    noise = torch.randn(x0.shape, generator=gen).contiguous(memory_format=torch.channels_last)
     t = torch.randint(0, 1000, (cfg.batch_size,), generator=gen)
     sched = ddpm.scheduler("ddpm")
+    loss_fn = ddpm.make_loss(cfg)  # the training loop's loss (eps or min-SNR), not a copy of it
 
     def step():
-        w = ddpm.loss_weights(cfg, sched.alphas_cumprod, t)
-        err = (fwd(x, t) - x).pow(2).flatten(1).mean(1)
-        loss = err.mean() if w is None else (w * err).mean()
+        loss = loss_fn(fwd, x0, noise, t, sched)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -1,10 +1,9 @@
 """How many CPU threads torch uses: ``--threads auto`` (the default) or a fixed count.
 
-torch starts one worker thread per core. On a shared 2-core machine with one other busy process that
-oversubscribes the cores: one training step of the ``cpu-2000`` preset on a fixed batch took 1.89 s with
-2 threads against 1.39 s with 1 (idle: 0.71 s against 1.27 s; 2026-12-04, one 2-core machine, each
-setting timed in turn); an earlier measurement found 20 steps of the tiny ``smoke`` preset at 46.6 s with the
-default threads against 2.4 s with one. ``auto``
+torch starts one worker thread per core, which oversubscribes a shared machine: beside one busy
+process, a whole ``hidden-rules train`` of 10 ``cpu``-preset steps took 13.8 s with 2 threads against
+10.3 s with 1, and 20 ``smoke`` steps 10.5 s against 7.1 s (docs/threads_benchmark.json, written by
+``benchmarks/threads.py`` on one 2-core machine). ``auto``
 therefore counts the cores that are idle now (``/proc/stat`` over a quarter second; the 1-minute load
 average elsewhere) and uses that many, at least 1 and at most the cores this process may run on (and
 at most ``OMP_NUM_THREADS`` when that is set: a limit the user chose is kept).

@@ -83,6 +83,15 @@ def ema_weights(model: torch.nn.Module, ema):
 
 
 
+
+def _check_spec_and_guide(spec, guide) -> None:
+    if not isinstance(spec, SampleSpec):
+        raise ValueError(f"spec must be a SampleSpec, got {type(spec).__name__}")
+    if guide is not None and not isinstance(guide, Guide):
+        raise ValueError(f"guide must have scales(n_steps) and grad_log_prob(x_t, t) (a Guide), "
+                         f"got {type(guide).__name__}")
+
+
 def sample_images(model, n: int, size: int, spec: SampleSpec = DEFAULT_SPEC, *, seed: int = 0,
                   batch_size: int = 256, device="auto", progress: bool = False, channels_last: bool = False,
                   guide: Guide | None = None, compile_model: bool = False, done: np.ndarray | None = None,
@@ -106,11 +115,7 @@ def sample_images(model, n: int, size: int, spec: SampleSpec = DEFAULT_SPEC, *, 
     size = check_int("size", size, 1)
     seed = check_int("seed", seed, 0)
     batch_size = check_int("batch_size", batch_size, 1)
-    if not isinstance(spec, SampleSpec):
-        raise ValueError(f"spec must be a SampleSpec, got {type(spec).__name__}")
-    if guide is not None and not isinstance(guide, Guide):
-        raise ValueError(f"guide must have scales(n_steps) and grad_log_prob(x_t, t) (a Guide), "
-                         f"got {type(guide).__name__}")
+    _check_spec_and_guide(spec, guide)
     dev = resolve_device(device)
     sched = scheduler(spec.sampler)
     sched.set_timesteps(spec.steps, device=dev)
@@ -255,11 +260,7 @@ def sample(run_dir, n: int, spec: SampleSpec = DEFAULT_SPEC, *, seed: int = 0, o
     that file is removed. The file is deleted once the set is saved.
     """
     n = check_int("n", n, 1)
-    if not isinstance(spec, SampleSpec):
-        raise ValueError(f"spec must be a SampleSpec, got {type(spec).__name__}")
-    if guide is not None and not isinstance(guide, Guide):
-        raise ValueError(f"guide must have scales(n_steps) and grad_log_prob(x_t, t) (a Guide), "
-                         f"got {type(guide).__name__}")
+    _check_spec_and_guide(spec, guide)
     run = load_run(run_dir, snapshot_step=snapshot_step, device=device)
     name = spec.name if snapshot_step is None else f"{spec.name}-step{run.step}"
     if guide is not None:
