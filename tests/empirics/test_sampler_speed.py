@@ -45,3 +45,15 @@ def test_smaller_set_is_the_first_n_of_a_larger_one(tmp_path):
     assert meta["n"] == 3 and meta["first_n_of"] == big.name
     assert meta["seconds"] == meta_big["seconds"] * 3 / 6 and "scaled" in meta["timing"]
     assert (small / "A" / "000002.png").exists() and not (small / "A" / "000003.png").exists()
+
+
+def test_compare_needs_every_shared_ci_to_overlap():
+    bench = _bench()
+    ref = {"sampler": "ddpm-1000", "seconds": 100.0, "r2_ci95": [0.90, 0.95], "bg_ci95": [95, 99]}
+    fast = {"sampler": "ddim-50-eta1", "seconds": 5.0, "r2_ci95": [0.94, 0.97], "bg_ci95": [80, 90]}
+    mid = {"sampler": "ddim-100-eta1", "seconds": 10.0, "r2_ci95": [0.93, 0.96], "bg_ci95": [97, 100]}
+    verdict = bench.compare([ref, fast, mid])
+    assert fast["mismatches"] == ["bg"] and not fast["matches_ancestral"]
+    assert mid["matches_ancestral"] and mid["compared"] == ["r2", "bg"]
+    assert verdict == {"fastest_matching": "ddim-100-eta1", "speedup": 10.0}
+    assert bench.compare([fast, mid]) is None  # no ancestral reference: nothing to match
