@@ -111,7 +111,8 @@ def _train_config(args, out: Path):
     if stored.task != config.task or stored.preset != config.preset or differ:
         asked = ", ".join([f"task {config.task}", f"preset {config.preset}", *differ])
         raise ddpm.CheckpointError(f"you asked for {asked}, but --out {str(out)!r} holds a run of task {stored.task}, "
-                                   f"preset {stored.preset}: choose another --out, or drop the flags to resume it")
+                                   f"preset {stored.preset}: choose another --out, or resume it with "
+                                   f"'hidden-rules train {stored.task} --preset {stored.preset} --out {out}'")
     return stored
 
 

@@ -406,6 +406,7 @@ def test_cli_sample_without_checkpoint_and_train_with_other_config(tmp_path):
     assert res.returncode == 2 and "no checkpoint yet" in res.stderr and "Traceback" not in res.stderr
     res = run_cli("train", "A", "--preset", "smoke", "--out", str(run), "--lr", "0.5")
     assert res.returncode == 2 and "--lr 0.5" in res.stderr and "choose another --out" in res.stderr
+    assert f"'hidden-rules train A --preset smoke --out {run}'" in res.stderr  # the command that resumes it
     (run / "checkpoint.pt").write_bytes(b"\x00" * 10)
     res = run_cli("sample", str(run), "--n", "2")
     assert res.returncode == 2 and "corrupt" in res.stderr and "Traceback" not in res.stderr
