@@ -81,6 +81,51 @@ def _neighbour_grid(plt, rev, mem, curves, show: int):
     return fig
 
 
+def _replica_panels(fig, grid, j: int, rev, curves, plotted) -> None:
+    """Row j + 1 of Figure 5: the replica-share curves of one task, one panel per space."""
+    for c, space in enumerate(plotted):
+        ax = fig.add_subplot(grid[j + 1, c])
+        t = curves.thresholds(space)
+        for g in curves.groups:
+            if curves.distance(space, g).size:
+                colour, style, label = _SET_STYLE[g]
+                ax.plot(t, curves.curve(space, g, t), style, color=colour, lw=1.1, label=label)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(f"(b) Task {rev.task.value}, {_SPACE_LABEL[space]} ({curves.dims[space]}-D)", fontsize=8)
+        ax.set_xlabel("distance threshold", fontsize=7)
+        ax.tick_params(labelsize=6)
+        if c == 0:
+            ax.set_ylabel("replica share", fontsize=7)
+        if j == 0 and c == len(plotted) - 1:
+            ax.legend(fontsize=5.5)
+
+
+def _csv_rows(w, rev, mem, curves) -> None:
+    """figure5.csv: one row per rule-conforming sample with its nearest training images."""
+    nn = {s: curves.neighbours[(s, ReplicaSet.CONFORMING)] for s in (Space.PIXELS, Space.PIXELS_RAW)}
+    for r, i in enumerate(mem.conforming):
+        colour = mem.has_colour[r]
+        w.writerow([rev.task.value, int(i), int(rev.samples.seeds[i]), repr(float(rev.sample_eval.ratio[i])),
+                    repr(float(mem.distance_structure[r, 0])), int(mem.index_structure[r, 0]),
+                    repr(float(mem.distance_colour[r, 0])) if colour else "",
+                    int(mem.index_colour[r, 0]) if colour else "",
+                    repr(float(nn[Space.PIXELS].distance[r, 0])), int(nn[Space.PIXELS].index[r, 0]),
+                    repr(float(nn[Space.PIXELS_RAW].distance[r, 0])), int(nn[Space.PIXELS_RAW].index[r, 0])])
+
+
+def _report(rev, row, shares, summary) -> None:
+    conf_s, conf_t = row["conforming_fraction"], row["train_conforming_fraction"]
+    print(f"Task {rev.task.value}: conforming {'n/a' if conf_s is None else f'{conf_s:.3f}'} of valid samples "
+          f"(training data {'n/a' if conf_t is None else f'{conf_t:.3f}'}, controls "
+          + ", ".join(f"{k.value} {shares[f'{k.value} control']['fraction']:.3f}" for k in ControlKind) + ")")
+    for space in Space:
+        nov = summary["spaces"][space.value]["novelty"]["valid"]
+        if nov is not None:
+            print(f"  {space.value}: valid samples {nov['verdict']} (Mann-Whitney p_closer {nov['p_closer']:.3g}, "
+                  f"p_farther {nov['p_farther']:.3g}); {nov['n_below']} of {nov['n_samples']} below the fresh "
+                  f"draws' 1st percentile")
+
+
 def run(args) -> int:
     import matplotlib
 
@@ -129,43 +174,12 @@ def run(args) -> int:
             ax_a.bar(x, frac, width, color=f"C{b}" if b else "#4c72b0", label=label if j == 0 else None)
             ax_a.errorbar(x, frac, yerr=[[frac - sh["ci95"][0]], [sh["ci95"][1] - frac]], color="k", lw=0.6,
                           capsize=1.5)
-        for c, space in enumerate(plotted):
-            ax = fig.add_subplot(grid[j + 1, c])
-            t = curves.thresholds(space)
-            for g in curves.groups:
-                if curves.distance(space, g).size:
-                    colour, style, label = _SET_STYLE[g]
-                    ax.plot(t, curves.curve(space, g, t), style, color=colour, lw=1.1, label=label)
-            ax.set_ylim(-0.02, 1.02)
-            ax.set_title(f"(b) Task {rev.task.value}, {_SPACE_LABEL[space]} ({curves.dims[space]}-D)", fontsize=8)
-            ax.set_xlabel("distance threshold", fontsize=7)
-            ax.tick_params(labelsize=6)
-            if c == 0:
-                ax.set_ylabel("replica share", fontsize=7)
-            if j == 0 and c == len(plotted) - 1:
-                ax.legend(fontsize=5.5)
-        nn = {s: curves.neighbours[(s, ReplicaSet.CONFORMING)] for s in (Space.PIXELS, Space.PIXELS_RAW)}
-        for r, i in enumerate(mem.conforming):
-            colour = mem.has_colour[r]
-            w.writerow([rev.task.value, int(i), int(rev.samples.seeds[i]), repr(float(rev.sample_eval.ratio[i])),
-                        repr(float(mem.distance_structure[r, 0])), int(mem.index_structure[r, 0]),
-                        repr(float(mem.distance_colour[r, 0])) if colour else "",
-                        int(mem.index_colour[r, 0]) if colour else "",
-                        repr(float(nn[Space.PIXELS].distance[r, 0])), int(nn[Space.PIXELS].index[r, 0]),
-                        repr(float(nn[Space.PIXELS_RAW].distance[r, 0])), int(nn[Space.PIXELS_RAW].index[r, 0])])
+        _replica_panels(fig, grid, j, rev, curves, plotted)
+        _csv_rows(w, rev, mem, curves)
         neighbour_fig = _neighbour_grid(plt, rev, mem, curves, args.show)
         save_figure(neighbour_fig, paths[4 + j])
         plt.close(neighbour_fig)
-        conf_s, conf_t = row["conforming_fraction"], row["train_conforming_fraction"]
-        print(f"Task {rev.task.value}: conforming {'n/a' if conf_s is None else f'{conf_s:.3f}'} of valid samples "
-              f"(training data {'n/a' if conf_t is None else f'{conf_t:.3f}'}, controls "
-              + ", ".join(f"{k.value} {shares[f'{k.value} control']['fraction']:.3f}" for k in ControlKind) + ")")
-        for space in Space:
-            nov = summary["spaces"][space.value]["novelty"]["valid"]
-            if nov is not None:
-                print(f"  {space.value}: valid samples {nov['verdict']} (Mann-Whitney p_closer {nov['p_closer']:.3g}, "
-                      f"p_farther {nov['p_farther']:.3g}); {nov['n_below']} of {nov['n_samples']} below the fresh "
-                      f"draws' 1st percentile")
+        _report(rev, row, shares, summary)
     ax_a.set_xticks(range(len(runs)), [f"Task {r.task.value}" for r in runs])
     ax_a.set_ylabel(f"conforming (|ratio - k| <= {args.rtol:g} k)", fontsize=8)
     ax_a.set_title("(a) rule-conforming fraction of valid images (95 % CIs)", fontsize=9)

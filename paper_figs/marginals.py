@@ -64,7 +64,22 @@ def run(args) -> int:
     results = [run_marginals(rev, n_fresh=args.n_fresh, widen=args.widen, n_boot=args.n_boot, seed=args.seed,
                              n_bins=args.bins) for rev in load_runs(args)]
     js, csv_path, png, pdf, rule_png, rule_pdf = prepare_outputs(args.out, OUTPUTS, args.overwrite)
+    _write_numbers(results, args, js, csv_path)
+    fig = _histograms(plt, results)
+    save_figure(fig, png)
+    save_figure(fig, pdf)
+    plt.close(fig)
+    fig = _rule_panels(plt, results, args.widen)
+    save_figure(fig, rule_png)
+    save_figure(fig, rule_pdf)
+    plt.close(fig)
+    _report(results, args.widen)
+    print(f"wrote {js}, {csv_path}, {png}, {pdf}, {rule_png}, {rule_pdf}")
+    return 0
 
+
+def _write_numbers(results, args, js, csv_path) -> None:
+    """marginals.csv (task, quantity path, value) and marginals.json."""
     rows: list = []
     for m in results:
         flat: list = []
@@ -79,7 +94,9 @@ def run(args) -> int:
                     "samples": args.samples, "widen": args.widen,
                     "tasks": {m.task.value: m.summary for m in results}})
 
-    # Figure 1: histograms, samples against training and fresh renders.
+
+def _histograms(plt, results):
+    """Figure 1: histograms, samples against training and fresh renders."""
     layout = []
     for m in results:
         keys = ["background"] + list(SPECS[m.task].features)
@@ -110,11 +127,11 @@ def run(args) -> int:
             ax.set_yticks([])
     axes[0, 0].legend(fontsize=6)
     fig.tight_layout()
-    save_figure(fig, png)
-    save_figure(fig, pdf)
-    plt.close(fig)
+    return fig
 
-    # Figure 2: the rule inside the training support, and the ratio error against size.
+
+def _rule_panels(plt, results, widen: float):
+    """Figure 2: the rule inside the training support, and the ratio error against size."""
     fig, axes = plt.subplots(2, len(results), figsize=(3.6 * len(results), 6.4), squeeze=False)
     for j, m in enumerate(results):
         ev, k, s = m.evaluations["samples"], TARGET_SLOPE[m.task], m.summary
@@ -125,7 +142,7 @@ def run(args) -> int:
         ax.scatter(ev.x[out], ev.y[out], s=3, color="#dd8452", alpha=0.6, label="outside support")
         grid = np.linspace(np.nanmin(ev.x[ev.valid]), np.nanmax(ev.x[ev.valid]), 2)
         ax.plot(grid, k * grid, color="#c44e52", lw=2, label=f"y = {k:.3g} x")
-        fit_in = s["fit"][f"samples_inside_rule_lengths_widen{args.widen:g}"]
+        fit_in = s["fit"][f"samples_inside_rule_lengths_widen{widen:g}"]
         for name, f, style in (("all", s["fit"]["samples_all"], "--"), ("inside", fit_in, ":")):
             if f.get("beta1") is not None:
                 ax.plot(grid, f["beta1"] * grid + f["beta0"], style, color="black", lw=1.2,
@@ -152,22 +169,20 @@ def run(args) -> int:
         ax.legend(fontsize=6)
         ax.tick_params(labelsize=7)
     fig.tight_layout()
-    save_figure(fig, rule_png)
-    save_figure(fig, rule_pdf)
-    plt.close(fig)
+    return fig
 
+
+def _report(results, widen: float) -> None:
     for m in results:
         s = m.summary
         bg = s["background"]["samples"]
         sup = s["support"]["samples"]["outside"]["any_rule_length"]
-        fin = s["fit"][f"samples_inside_rule_lengths_widen{args.widen:g}"]
+        fin = s["fit"][f"samples_inside_rule_lengths_widen{widen:g}"]
         print(f"Task {m.task.value}: background median {bg['median']:.0f} (< {bg['white_level']:.0f} in "
               f"{100 * bg['share_below_white']:.1f} %); outside the training support {100 * sup['share']:.1f} % of "
               f"valid; R^2 / Error all {s['fit']['samples_all']['r2']:.3f} / {s['fit']['samples_all']['error']:.3f},"
               f" inside {fin['r2'] if fin['r2'] is None else round(fin['r2'], 3)} / "
               f"{fin['error'] if fin['error'] is None else round(fin['error'], 3)}")
-    print(f"wrote {js}, {csv_path}, {png}, {pdf}, {rule_png}, {rule_pdf}")
-    return 0
 
 
 if __name__ == "__main__":  # python -m paper_figs.marginals ...: the verb 'marginals' of hidden-rules
