@@ -32,7 +32,7 @@ import numpy as np
 
 from empirics import ddpm
 from empirics.atomic import write_json
-from empirics.evaluator.marginals import background_level, background_summary, colour_box_share, support_share
+from empirics.evaluator.marginals import goal_measures
 from empirics.evaluator.metrics import binomial_ci
 from empirics.runs import evaluate_run
 
@@ -69,23 +69,8 @@ def measure(run: Path, spec: ddpm.SampleSpec, n: int, batch_size: int, n_boot: i
         "coarse_violation_percent_ci95": [100 * vci[0], 100 * vci[1]],
         "r2": s["r2"], "r2_ci95": ci.get("r2"), "error": s["error"], "error_ci95": ci.get("error"),
         "conforming_fraction": s["conforming_fraction"],
-        **marginal_measures(rev),
+        **goal_measures(rev),
     }
-
-
-def marginal_measures(rev) -> dict:
-    """Issue 23's marginal goals on one sample set, in percent with Clopper-Pearson 95 % CIs."""
-    bg = background_summary(background_level(rev.samples.images))
-    out = {"background_white_percent": 100 * bg["share_white"],
-           "background_white_percent_ci95": [100 * v for v in bg["share_white_ci95"]]}
-    outside = support_share(rev.sample_eval, rev.train_eval)["outside"]["any_rule_length"]
-    out["outside_rule_range_percent"] = None if outside["share"] is None else 100 * outside["share"]
-    out["outside_rule_range_percent_ci95"] = [100 * v for v in outside["share_ci95"]]
-    for element, rec in colour_box_share(rev.samples.images, rev.task).items():
-        share = rec["raw"]["share_in_box"]
-        out[f"colour_{element}_in_box_percent"] = None if share is None else 100 * share
-        out[f"colour_{element}_in_box_percent_ci95"] = [100 * v for v in rec["raw"]["share_in_box_ci95"]]
-    return out
 
 
 def _larger_set(run: Path, spec: ddpm.SampleSpec, n: int) -> Path | None:

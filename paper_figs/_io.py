@@ -6,7 +6,7 @@ from pathlib import Path
 
 from empirics.atomic import atomic_write_bytes, prepare_outputs, write_json
 
-__all__ = ["prepare_outputs", "atomic_write_bytes", "write_json", "save_figure"]
+__all__ = ["prepare_outputs", "atomic_write_bytes", "write_json", "save_figure", "write_rows_csv"]
 
 
 def save_figure(fig, path) -> None:
@@ -16,3 +16,18 @@ def save_figure(fig, path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format=Path(path).suffix.lstrip("."), dpi=150, bbox_inches="tight")
     atomic_write_bytes(path, buf.getvalue())
+
+
+def write_rows_csv(path, rows: list[dict]) -> None:
+    """One CSV row per dict, atomically; the columns are the union of the keys in first-seen order."""
+    import csv
+    import io
+
+    columns: dict[str, None] = {}
+    for row in rows:
+        columns.update(dict.fromkeys(row))
+    text = io.StringIO()
+    w = csv.DictWriter(text, fieldnames=list(columns), restval="")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_bytes(path, text.getvalue().encode())

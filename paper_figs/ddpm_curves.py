@@ -1,13 +1,21 @@
-"""Invalid % and coarse violations of a DDPM run against training steps and against sampling steps.
+"""Fig. 12 on a CPU: a DDPM run's rule and marginals against training steps, and Invalid % against sampling steps.
 
-(left) For every EMA snapshot of the run (``<run>/snapshots``), ``--n`` samples of one sampler
-(default DDIM-100, eta = 1) with seeds 0..n-1, measured by the rule evaluator.
-(right) At the final checkpoint, every sample set of ``benchmarks/sampler_speed.py``
+(training) For every EMA snapshot of the run (``<run>/snapshots``; ``--every K`` keeps the steps that are
+multiples of K, and always the last), ``--n`` samples of one sampler (default DDIM-100, eta = 1) with seeds
+0..n-1, measured by the rule evaluator (``empirics.runs.rule_table_row``): Invalid % and coarse
+violations (exact binomial 95 % CIs), R^2 and Error (eq. (4)) with percentile-bootstrap 95 % CIs and
+the +-1 % conforming share; and the marginal goals of a CPU model (``empirics.evaluator.marginals.
+goal_measures``): white backgrounds, valid samples with a rule length outside the training range, and
+each element's colour in App. C's box against the training set's share.
+The control: ``--n`` fresh renders never trained on (seed ``FRESH_SEED``) measured the same way, drawn
+as a band on the R^2 and Error panels (a perfect model's samples would lie there).
+(sampling) At the final checkpoint, every sample set of ``benchmarks/sampler_speed.py``
 (``<run>/samples/bench<N>-*``): ancestral DDPM-1000 and DDIM at 50/100/250 steps, eta 0 and 1; of
 sets of one sampler with different N, the largest.
 
 Samples are cached in ``<run>/samples/curve<n>-<sampler>-step<k>``, so an interrupted run resumes.
-Writes ``ddpm_curves_<task>.png`` and ``.json``. Run: ``hidden-rules ddpm-curves runs/A``.
+Writes ``ddpm_curves_<task>.png``, ``.json`` and ``.csv`` (one row per snapshot).
+Run: ``hidden-rules ddpm-curves runs/A --n 512 --steps 50 --every 1000`` (App. D.3, Fig. 12).
 """
 
 from __future__ import annotations
@@ -19,9 +27,12 @@ from pathlib import Path
 
 from cli.types import OUTPUT_FOLDER, PROBABILITY, IntRange, positive_int, run_folder
 from empirics import ddpm
-from empirics.evaluator.metrics import binomial_ci
-from empirics.runs import evaluate_run, sample_sets
-from paper_figs._io import prepare_outputs, save_figure, write_json
+from empirics.ddpm.progress import progress_bar
+from empirics.evaluate import evaluate
+from empirics.evaluator.controls import FRESH_SEED, fresh_renders
+from empirics.evaluator.marginals import colour_box_share, goal_measures
+from empirics.runs import evaluate_run, rule_table_row, sample_sets
+from paper_figs._io import prepare_outputs, save_figure, write_json, write_rows_csv
 
 BENCH = re.compile(r"^bench(\d+)-(ddpm|ddim)-(\d+)(?:-eta([0-9.]+))?$")
 
@@ -35,19 +46,46 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=IntRange(1, 1000), default=100, help="its sampling steps (default 100)")
     p.add_argument("--eta", type=PROBABILITY, default=1.0, help="DDIM eta (default 1; 0 for ddpm)")
     p.add_argument("--batch-size", type=positive_int(4096), default=256, help="samples per batch (default 256)")
+    p.add_argument("--every", type=positive_int(10**7), default=None,
+                   help="only the snapshots at multiples of this step, and the last (default: every snapshot)")
+    p.add_argument("--n-boot", type=IntRange(0, 100_000), default=1000,
+                   help="bootstrap replicates of the R^2 / Error CIs (default 1000)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--out", default="paper_figs/out", type=OUTPUT_FOLDER, help="output folder (default paper_figs/out)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
 
-def _point(run: Path, name: str) -> dict:
-    ev = evaluate_run(run, name).sample_eval
-    n, n_valid = len(ev), int(ev.valid.sum())
-    viol = int((~ev.coarse_ok[ev.valid]).sum())
-    inv, vci = binomial_ci(n - n_valid, n), binomial_ci(viol, n_valid)
-    return {"samples": name, "n": n, "invalid_percent": 100 * (n - n_valid) / n,
-            "invalid_percent_ci95": [100 * inv[0], 100 * inv[1]], "coarse_violations": viol,
-            "coarse_violation_percent": 100 * viol / n_valid if n_valid else None,
-            "coarse_violation_percent_ci95": [100 * vci[0], 100 * vci[1]]}
+def _point(run: Path, name: str, n_boot: int, train_colours: dict | None) -> dict:
+    rev = evaluate_run(run, name)
+    row = rule_table_row(rev, n_boot=n_boot)
+    point = {"samples": name, "n": row["n_samples"], "n_valid": row["n_valid"],
+             **{k: row[k] for k in ("invalid_percent", "invalid_percent_ci95", "coarse_violations",
+                                    "coarse_violation_percent_ci95")},
+             "coarse_violation_percent": row["coarse_violation_percent_of_valid"],
+             "r2": row["fit"]["r2"], "r2_ci95": (row["ci95"] or {}).get("r2"),
+             "error": row["fit"]["error"], "error_ci95": (row["ci95"] or {}).get("error"),
+             "slope": row["fit"]["beta1"], "conforming_fraction": row["conforming_fraction"]}
+    if train_colours is not None:
+        point.update(goal_measures(rev, train_colours))
+    return point
+
+
+def _fresh_control(task: str, n: int, size: int, n_boot: int) -> dict:
+    """The null of the R^2 / Error panels: ``n`` exact renders never trained on, measured as the samples are."""
+    ev = evaluate(fresh_renders(task, n, size, seed=FRESH_SEED).images, task)
+    s = ev.summary(n_boot=n_boot, seed=0)
+    ci = s["ci95"] or {}
+    return {"what": "fresh renders, never trained on", "seed": FRESH_SEED, "n": n, "n_valid": int(ev.valid.sum()),
+            "r2": s["r2"], "r2_ci95": ci.get("r2"), "error": s["error"], "error_ci95": ci.get("error")}
+
+
+def _snapshots(files, every: int | None) -> list[int]:
+    steps = files.snapshot_steps()
+    if not steps:
+        raise ValueError(f"{str(files.root)!r} has no EMA snapshots yet")
+    if every is None:
+        return steps
+    return [k for k in steps if k % every == 0 or k == steps[-1]]
 
 
 def run(args) -> int:
@@ -60,20 +98,42 @@ def run(args) -> int:
     run_dir = Path(args.run)
     config = ddpm.read_config(run_dir)
     files = ddpm.RunFiles(run_dir)
-    steps = files.snapshot_steps()
-    if not steps:
-        raise ValueError(f"{str(run_dir)!r} has no EMA snapshots yet")
-    png, js = prepare_outputs(args.out, [f"ddpm_curves_{config.task}.png", f"ddpm_curves_{config.task}.json"],
-                              args.overwrite)
+    steps = _snapshots(files, args.every)
+    png, js, csv_path = prepare_outputs(args.out, [f"ddpm_curves_{config.task}.{e}" for e in ("png", "json", "csv")],
+                                        args.overwrite)
+    train_colours = None
     training = []
-    for k in steps:
+    for k in progress_bar(steps, not args.no_progress, f"snapshots of {run_dir.name}"):
         name = f"curve{args.n}-{spec.name}-step{k}"
         if not (files.samples / name / "samples.npz").exists():
             ddpm.sample(run_dir, args.n, spec, seed=0, out=files.samples / name, snapshot_step=k,
                         batch_size=args.batch_size, progress=False)
-        training.append({"train_step": k, **_point(run_dir, name)})
-        print(f"step {k}: invalid {training[-1]['invalid_percent']:.1f} %, "
-              f"coarse violations {training[-1]['coarse_violations']}", flush=True)
+        if train_colours is None:
+            train_colours = colour_box_share(evaluate_run(run_dir, name).train.images, config.task)
+        training.append({"train_step": k, **_point(run_dir, name, args.n_boot, train_colours)})
+        p = training[-1]
+        print(f"step {k}: invalid {p['invalid_percent']:.1f} %, coarse violations {p['coarse_violations']}, "
+                   f"R^2 {_fmt(p['r2'])}, Error {_fmt(p['error'])}, white {p['background_white_percent']:.0f} %, "
+                   f"outside {_fmt(p['outside_rule_range_percent'], 1)} %", flush=True)
+    control = _fresh_control(config.task, args.n, config.size, args.n_boot)
+    sampling = [{"family": family, "sampling_steps": k, **_point(run_dir, name, args.n_boot, None)}
+                for (family, k), name in _bench_sets(run_dir)]
+    fig = _plot(plt, config.task, training, control, sampling, f"{args.n} samples, {spec.name}")
+    save_figure(fig, png)
+    plt.close(fig)
+    write_json(js, {"run": str(run_dir), "task": config.task, "preset": config.preset,
+                    "train_steps": config.train_steps, "sampler": spec.name, "n": args.n, "n_boot": args.n_boot,
+                    "training": training, "control_fresh": control, "sampling": sampling})
+    write_rows_csv(csv_path, [{k: v for k, v in p.items() if not isinstance(v, dict | list)} for p in training])
+    print(f"wrote {png}, {js}, {csv_path}")
+    return 0
+
+
+def _fmt(v, digits: int = 3) -> str:
+    return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def _bench_sets(run_dir: Path) -> list:
     largest: dict[tuple[str, int], tuple[int, str]] = {}  # (family, steps) -> the set with most samples
     for name in sample_sets(run_dir):
         m = BENCH.match(name)
@@ -81,39 +141,60 @@ def run(args) -> int:
             family = "ancestral" if m.group(2) == "ddpm" else f"DDIM eta={float(m.group(4)):g}"
             key = (family, int(m.group(3)))
             largest[key] = max(largest.get(key, (0, "")), (int(m.group(1)), name))
-    sampling = [{"family": family, "sampling_steps": steps, **_point(run_dir, name)}
-                for (family, steps), (_, name) in sorted(largest.items())]
-    fig, (ax_t, ax_s) = plt.subplots(1, 2, figsize=(8, 3))
+    return [(key, name) for key, (_, name) in sorted(largest.items())]
+
+
+def _errorbars(ax, xs, points, key, **kw):
+    ys = [p[key] if p[key] is not None else float("nan") for p in points]
+    cis = [p.get(f"{key}_ci95") or [y, y] for y, p in zip(ys, points)]
+    ax.errorbar(xs, ys, yerr=[[y - c[0] for y, c in zip(ys, cis)], [c[1] - y for y, c in zip(ys, cis)]],
+                marker="o", ms=3, capsize=2, **kw)
+
+
+def _plot(plt, task: str, training: list, control: dict, sampling: list, what: str):
+    fig, axes = plt.subplots(1, 5, figsize=(19, 3.3))
     xs = [p["train_step"] for p in training]
-    for key, label, colour in (("invalid_percent", "Invalid %", "C0"),
-                               ("coarse_violation_percent", "coarse violations, % of valid", "C3")):
-        ys = [p[key] if p[key] is not None else float("nan") for p in training]
-        lo = [y - p[f"{key}_ci95"][0] for y, p in zip(ys, training)]
-        hi = [p[f"{key}_ci95"][1] - y for y, p in zip(ys, training)]
-        ax_t.errorbar(xs, ys, yerr=[lo, hi], marker="o", ms=3, capsize=2, color=colour, label=label)
-    ax_t.set_xlabel("training step (EMA snapshot)")
-    ax_t.set_ylabel("% (95 % CI)")
-    ax_t.set_title(f"Task {config.task}: {args.n} samples, {spec.name}", fontsize=9)
-    ax_t.legend(fontsize=7)
+    ax = axes[0]
+    _errorbars(ax, xs, training, "invalid_percent", color="C0", label="Invalid %")
+    _errorbars(ax, xs, training, "coarse_violation_percent", color="C3", label="coarse violations, % of valid")
+    ax.set_ylabel("% (95 % CI)")
+    ax.set_title(f"Task {task}: {what}", fontsize=9)
+    for ax, key, label in ((axes[1], "r2", "$R^2$"), (axes[2], "error", "Error, eq. (4)")):
+        _errorbars(ax, xs, training, key, color="C0", label="samples")
+        ci = control.get(f"{key}_ci95") or [control[key]] * 2
+        if control[key] is not None:
+            ax.axhspan(ci[0], ci[1], color="C2", alpha=0.3, label="fresh renders (95 % CI)")
+            ax.axhline(control[key], color="C2", lw=1)
+        ax.set_ylabel(f"{label} (95 % CI)")
+        ax.set_title(f"{label} of the fine rule", fontsize=9)
+    axes[2].set_yscale("log")
+    ax = axes[3]
+    _errorbars(ax, xs, training, "background_white_percent", color="C0", label="white background")
+    _errorbars(ax, xs, training, "outside_rule_range_percent", color="C1", label="rule length outside training range")
+    for j, key in enumerate(k for k in training[0] if k.startswith("colour_") and k.endswith("_in_box_percent")):
+        _errorbars(ax, xs, training, key, color=f"C{j + 4}", label=key[len("colour_"):-len("_in_box_percent")]
+                   + " colour in box")
+    ax.set_ylabel("% of samples (95 % CI)")
+    ax.set_title("marginals", fontsize=9)
+    for ax in axes[:4]:
+        ax.set_xlabel("training step (EMA snapshot)")
+        ax.legend(fontsize=6)
+        ax.tick_params(labelsize=7)
+    ax = axes[4]
     for j, family in enumerate(sorted({p["family"] for p in sampling})):
         pts = sorted((p for p in sampling if p["family"] == family), key=lambda p: p["sampling_steps"])
-        ax_s.plot([p["sampling_steps"] for p in pts], [p["invalid_percent"] for p in pts], marker="o", ms=3,
-                  color=f"C{j}", label=f"{family}: Invalid %")
-        ax_s.plot([p["sampling_steps"] for p in pts],
-                  [p["coarse_violation_percent"] if p["coarse_violation_percent"] is not None else float("nan")
-                   for p in pts], ":", marker="x", ms=3, color=f"C{j}", label=f"{family}: coarse viol. %")
-    ax_s.set_xscale("log")
-    ax_s.set_xlabel("sampling steps")
-    ax_s.set_title("final checkpoint, by sampler" if sampling else "no benchmark sample sets yet", fontsize=9)
+        ax.plot([p["sampling_steps"] for p in pts], [p["invalid_percent"] for p in pts], marker="o", ms=3,
+                color=f"C{j}", label=f"{family}: Invalid %")
+        ax.plot([p["sampling_steps"] for p in pts],
+                [p["coarse_violation_percent"] if p["coarse_violation_percent"] is not None else float("nan")
+                 for p in pts], ":", marker="x", ms=3, color=f"C{j}", label=f"{family}: coarse viol. %")
+    ax.set_xscale("log")
+    ax.set_xlabel("sampling steps")
+    ax.set_title("final checkpoint, by sampler" if sampling else "no benchmark sample sets yet", fontsize=9)
     if sampling:
-        ax_s.legend(fontsize=6)
+        ax.legend(fontsize=6)
     fig.tight_layout()
-    save_figure(fig, png)
-    plt.close(fig)
-    write_json(js, {"run": str(run_dir), "task": config.task, "sampler": spec.name, "n": args.n,
-                    "training": training, "sampling": sampling})
-    print(f"wrote {png}, {js}")
-    return 0
+    return fig
 
 
 if __name__ == "__main__":  # python -m paper_figs.ddpm_curves ...: the verb 'ddpm-curves' of hidden-rules

@@ -88,6 +88,8 @@ ROWS = [
     Row("bounds --t 1e-300", ("bounds", "--t", "1e-300"), 2, T_RANGE, within=6.0),
     Row("bounds --t 1e308", ("bounds", "--t", "1e308"), 2, T_RANGE, within=6.0),
     # Messages
+    Row("ddpm-curves --every 0", ("ddpm-curves", "{run}", "--every", "0", "--out", "{here}/new"), 2,
+        "--every must be", needs_run=True),
     Row("argparse errors are one line", ("data", "A"), 2, "the following arguments are required: --out"),
     Row("argparse: a bad choice is one line", ("train", "A", "--preset", "gpu", "--out", "{here}/new"), 2,
         "--preset: invalid choice: 'gpu'"),

@@ -40,6 +40,7 @@ Quantities (one function each):
 * ``ratio_error_by_size``: the fine rule's relative ratio error y / (k x) - 1 (``fine_ratio``,
   ``TARGET_SLOPE``) in quantile bins of x, median |error| with a bootstrap CI per bin, so a reader
   sees whether the rule or the size is off.
+* ``goal_measures``: the three marginal goals of a CPU model (issue 23) on one sample set, with CIs.
 * ``run_marginals``: all of the above for one run folder, and the fine-rule fit (Fig. 4's trimmed fit,
   R^2, Error eq. (4), through ``Evaluation.summary``) on the samples inside the training support beside
   all samples.
@@ -67,7 +68,8 @@ from empirics.runs import RunEvaluation
 __all__ = ["SETS", "WHITE_LEVEL", "SUPPORT_WIDEN", "INK_MIN", "STRONG_INK", "DARK_SPLIT", "COLOUR_SLACK",
            "background_level", "background_summary", "element_hsv", "in_colour_box", "colour_box_share",
            "FeatureDistance", "feature_distance", "Support", "support_bounds", "inside_support",
-           "support_share", "ratio_error_by_size", "RunMarginals", "run_marginals"]
+           "support_share", "ratio_error_by_size", "RunMarginals", "run_marginals", "GOAL_WHITE_SHARE",
+           "GOAL_OUTSIDE_SHARE", "GOAL_COLOUR_RATIO", "goal_measures"]
 
 SETS = ("samples", "training", "fresh")
 WHITE_LEVEL = 250.0          # a background level >= this counts as white (App. C draws on 255)
@@ -465,3 +467,44 @@ def run_marginals(rev: RunEvaluation, *, n_fresh: int | None = None, widen: floa
                                 **by_size},
     }
     return RunMarginals(task, evs, background, inside, summary)
+
+
+# Issue 23's goals for a CPU model's marginals (beyond the paper, which reports no marginals).
+GOAL_WHITE_SHARE = 0.90      # background >= WHITE_LEVEL in at least this share of samples
+GOAL_OUTSIDE_SHARE = 0.05    # at most this share of valid samples with a rule length outside the training range
+GOAL_COLOUR_RATIO = 0.90     # each element in its colour box in at least this share of the training set's share
+
+
+def goal_measures(rev: RunEvaluation, training_colours: dict | None = None) -> dict:
+    """The marginal measures of one sample set against its goals, in percent with Clopper-Pearson 95 % CIs:
+    white backgrounds (``background_level`` >= ``WHITE_LEVEL``), valid samples with a rule length outside
+    the training range widened by ``SUPPORT_WIDEN`` (``support_share``), and per element the share in
+    App. C's colour box (``colour_box_share``, raw) beside the training set's share and their ratio.
+
+    ``training_colours``: ``colour_box_share`` of the training images, when already computed (it depends
+    on the training set only, so a caller measuring many sample sets of one run passes it once).
+    """
+    if not isinstance(rev, RunEvaluation):
+        raise ValueError(f"rev must be a RunEvaluation (empirics.runs.evaluate_run), got {type(rev).__name__}")
+    bg = background_summary(background_level(rev.samples.images))
+    out = {"background_white_percent": 100 * bg["share_white"],
+           "background_white_percent_ci95": [100 * v for v in bg["share_white_ci95"]],
+           "background_median": bg["median"]}
+    outside = support_share(rev.sample_eval, rev.train_eval)["outside"]["any_rule_length"]
+    out["outside_rule_range_percent"] = None if outside["share"] is None else 100 * outside["share"]
+    out["outside_rule_range_percent_ci95"] = [100 * v for v in outside["share_ci95"]]
+    train = colour_box_share(rev.train.images, rev.task) if training_colours is None else training_colours
+    ratios = []
+    for element, rec in colour_box_share(rev.samples.images, rev.task).items():
+        share, ref = rec["raw"]["share_in_box"], train[element]["raw"]["share_in_box"]
+        out[f"colour_{element}_in_box_percent"] = None if share is None else 100 * share
+        out[f"colour_{element}_in_box_percent_ci95"] = [100 * v for v in rec["raw"]["share_in_box_ci95"]]
+        out[f"colour_{element}_training_percent"] = None if ref is None else 100 * ref
+        ratio = None if share is None or not ref else share / ref
+        out[f"colour_{element}_of_training"] = ratio
+        ratios.append(ratio)
+    out["goals"] = {
+        "background_white": bg["share_white"] >= GOAL_WHITE_SHARE,
+        "outside_rule_range": outside["share"] is not None and outside["share"] <= GOAL_OUTSIDE_SHARE,
+        "colours": all(r is not None and r >= GOAL_COLOUR_RATIO for r in ratios)}
+    return out

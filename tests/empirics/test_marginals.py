@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -15,6 +17,7 @@ from empirics.evaluator.marginals import (
     colour_box_share,
     element_hsv,
     feature_distance,
+    goal_measures,
     inside_support,
     ratio_error_by_size,
     support_bounds,
@@ -132,3 +135,36 @@ def test_ratio_error_by_size_bins_and_errors():
     assert empty["n"] == 0 and empty["median_abs_error"] is None
     with pytest.raises(ValueError, match="increasing"):
         ratio_error_by_size(x, y, 1.5, [0.3, 0.1])
+
+
+def _run_evaluation(sample_images, train_batch):
+    """A RunEvaluation without a run folder: ``sample_images`` stand for a model's samples."""
+    from empirics import ddpm
+    from empirics.runs import RunEvaluation, RunSamples
+
+    task = train_batch.task.value
+    samples = RunSamples(ddpm.make_config(task, "smoke"), "test", Path("."), sample_images,
+                         np.arange(len(sample_images)), {})
+    return RunEvaluation(Path("."), samples, train_batch, evaluate(sample_images, task),
+                         evaluate(train_batch.images, task))
+
+
+def test_goal_measures_pass_fresh_renders_and_fail_a_grey_tint():
+    """Fresh renders (n = 200, another seed than the 400 training renders) meet the marginal goals; the same
+    renders tinted grey (background 225) fail the background goal, and colours darkened by 40 % fail the
+    colour goal: each goal can come out either way."""
+    train = generate("B", 400, 32, seed=5)
+    fresh = generate("B", 200, 32, seed=6).images
+    good = goal_measures(_run_evaluation(fresh, train))
+    assert good["background_white_percent"] == 100.0 and good["background_median"] == 255.0
+    assert good["goals"] == {"background_white": True, "outside_rule_range": True, "colours": True}
+    assert good["outside_rule_range_percent"] <= 5.0
+    lo, hi = good["background_white_percent_ci95"]
+    assert lo < 100.0 == hi
+    tinted = (fresh.astype(np.float64) * 225 / 255).round().astype(np.uint8)
+    grey = goal_measures(_run_evaluation(tinted, train))
+    assert grey["background_white_percent"] == 0.0 and not grey["goals"]["background_white"]
+    dark = np.where(fresh.min(-1, keepdims=True) < 250, (fresh * 0.6).astype(np.uint8), fresh)
+    assert not goal_measures(_run_evaluation(dark, train))["goals"]["colours"]
+    with pytest.raises(ValueError, match="RunEvaluation"):
+        goal_measures(fresh)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
 import pytest
 
 from empirics import ddpm
-from empirics.evaluator.controls import Metric
+from empirics.evaluator.controls import FRESH_SEED, Metric
 from empirics.tasks import generate
 from paper_figs.cli import main as cli_main
 
@@ -97,3 +98,16 @@ def test_ddpm_curves_over_snapshots(tmp_path):
     rec = json.loads((tmp_path / "o" / "ddpm_curves_A.json").read_text())
     assert [p["train_step"] for p in rec["training"]] == [2, 4]
     assert all(p["n"] == 4 for p in rec["training"])
+    for p in rec["training"]:  # Fig. 12's measures: the rule and the marginal goals, beside fresh renders
+        assert {"r2", "r2_ci95", "error", "conforming_fraction", "background_white_percent",
+                "outside_rule_range_percent", "goals"} <= set(p)
+        assert 0.0 <= p["background_white_percent"] <= 100.0
+    assert rec["control_fresh"]["n"] == 4 and rec["control_fresh"]["seed"] == FRESH_SEED
+    rows = list(csv.DictReader((tmp_path / "o" / "ddpm_curves_A.csv").open()))
+    assert [int(r["train_step"]) for r in rows] == [2, 4] and "invalid_percent" in rows[0]
+    # --every keeps the multiples of K and always the last snapshot; the cached samples are reused
+    assert cli_main(["ddpm-curves", str(run), "--n", "4", "--steps", "3", "--every", "3", "--out",
+                     str(tmp_path / "o3")]) == 0
+    rec3 = json.loads((tmp_path / "o3" / "ddpm_curves_A.json").read_text())
+    assert [p["train_step"] for p in rec3["training"]] == [4]
+    assert rec3["training"][0]["invalid_percent"] == rec["training"][1]["invalid_percent"]
