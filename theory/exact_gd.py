@@ -27,7 +27,7 @@ from .data import MultiPatchData, check_data
 from .divergence import TrainingDiverged, diverged
 from .losses import Target
 from .network import get_activation
-from .population import ZETA_ORDER, PopulationObjective, gram_and_projections, population_loss
+from .population import ZETA_ORDER, JointObjective, PopulationObjective, gram_and_projections, population_loss
 
 
 @dataclass(frozen=True)
@@ -209,7 +209,8 @@ def _descend(coords: _Coordinates, lrs, epochs: int, log_every: int, on_divergen
 def exact_gradient_descent(W0, activation, data: MultiPatchData, alphas, betas, target, lr,
                            epochs: int = 5000, *, log_every: int = 10, progress: bool = False,
                            on_divergence: str = "raise", reduced: bool = True, device="auto",
-                           zeta_order: int = ZETA_ORDER, num_threads: int | None = 1) -> ExactGDResult:
+                           zeta_order: int = ZETA_ORDER, num_threads: int | None = 1,
+                           joint: bool = False) -> ExactGDResult:
     """Full-batch GD (App. F) on the exact population loss of eq. (2) for C configurations in lock step.
 
     ``W0``: initial weights (C, P, m, d), or (P, m, d) shared by all configs. ``activation``, ``target``
@@ -218,6 +219,9 @@ def exact_gradient_descent(W0, activation, data: MultiPatchData, alphas, betas, 
     made; the loss and gradient norm of W_k are logged at k % log_every == 0 and at k = epochs, as in
     ``theory.train``. ``reduced=False`` runs the same GD on the d-dimensional weights (a reference for tests).
     ``num_threads``: torch threads during the loop (restored after; None leaves them alone).
+    ``joint=True`` (beyond the paper): W0 holds ``JointTwoLayerScore`` weights as patch blocks (C, P, m, d)
+    (``theory.population.joint_blocks``) and the loss is ``JointObjective``'s; it too is a function of the
+    blocks' Gram matrices and feature projections, so the same span coordinates hold block by block.
 
     Divergence (``theory.divergence.diverged``, the rule of Monte Carlo GD too): ``on_divergence="raise"``
     raises ``TrainingDiverged`` naming the first such config (``.config``) and its epoch (``.step``),
@@ -247,7 +251,8 @@ def exact_gradient_descent(W0, activation, data: MultiPatchData, alphas, betas, 
 
     with _Threads(num_threads), torch.inference_mode():
         t0 = time.perf_counter()
-        objective = PopulationObjective(acts, data, alphas, betas, targets, dev, zeta_order)
+        objective = (JointObjective if joint else PopulationObjective)(acts, data, alphas, betas, targets, dev,
+                                                                       zeta_order)
         coords = _Coordinates(objective, data, W0, reduced)
         bar = None
         if progress:

@@ -7,7 +7,10 @@ App. F) and returns ``TrainResult(net, history)``. Two estimators of the loss:
   (``theory.losses.MonteCarloLoss``; ``resample=True`` draws a fresh set every epoch instead,
   the other reading of App. F's 'for each epoch, we sample').
 * ``"exact"``: the population loss (``theory.population``), i.e. the n, n_eps -> infinity limit the
-  theorems are about, trained in the reduced coordinates of span(initial weights, u, v).
+  theorems are about, trained in the reduced coordinates of span(initial weights, u, v). Joint nets
+  (``architecture="joint"``, beyond the paper) too: their loss (``theory.population.joint``) is a function of
+  the patch blocks' Gram matrices and feature projections, so the same coordinates hold block by block;
+  they run in their own lock-step batches, so per-patch results do not depend on them.
 
 The paper does not state the learning rate, the initialisation scale or the zeta distribution;
 our defaults are in ``TrainConfig`` and are written into every figure's JSON.
@@ -29,6 +32,7 @@ from .divergence import TrainingDiverged, diverged
 from .exact_gd import ExactGDResult, exact_gradient_descent
 from .losses import MonteCarloLoss, Target
 from .network import ACTIVATIONS, JointTwoLayerScore, TwoLayerScore, default_init_std, get_activation
+from .population import joint_blocks, joint_weights
 from .schedules import ou_schedule
 from .zeta import Uniform, ZetaDistribution, check_zeta
 
@@ -235,7 +239,7 @@ def _train_mc_group(configs: list[TrainConfig], progress: bool, checkpoint_dir=N
 
 def _exact_group_key(c: TrainConfig):
     """Configs with equal keys can share one lock-step batch of exact GD (activation, t, target, lr may differ)."""
-    return (c.d, c.m, repr(c.zeta.describe()), c.epochs, c.log_every, c.device)
+    return (c.d, c.m, repr(c.zeta.describe()), c.epochs, c.log_every, c.device, c.architecture)
 
 
 # Relative cost per config and epoch of a lock-step exact batch (measured: d = 100, m = 20, one thread,
@@ -266,13 +270,25 @@ def _exact_chunks(configs: list[TrainConfig], workers: int) -> list[list[int]]:
 
 
 def _exact_batch(cs: list[TrainConfig], progress: bool) -> ExactGDResult:
-    """Exact GD of one lock-step batch (weights on the CPU); raises ``TrainingDiverged`` as it does."""
+    """Exact GD of one lock-step batch (weights on the CPU); raises ``TrainingDiverged`` as it does.
+
+    A joint batch runs on the patch blocks (C, P, m, d) of the joint weights and returns (C, 1, m, P*d)."""
     W0 = torch.stack([c.init_net().weights.detach() for c in cs])
+    joint = cs[0].architecture == "joint"
+    P = cs[0].data().n_patches
     alphas, betas = zip(*(c.alpha_beta for c in cs))
-    res = exact_gradient_descent(W0, [c.activation for c in cs], cs[0].data(), list(alphas), list(betas),
-                                 [Target.parse(c.target).value for c in cs], [c.step_size for c in cs],
-                                 cs[0].epochs, log_every=cs[0].log_every, progress=progress, device=cs[0].device)
-    return replace(res, weights=res.weights.cpu())
+    try:
+        res = exact_gradient_descent(joint_blocks(W0[:, 0], P) if joint else W0, [c.activation for c in cs],
+                                     cs[0].data(), list(alphas), list(betas),
+                                     [Target.parse(c.target).value for c in cs], [c.step_size for c in cs],
+                                     cs[0].epochs, log_every=cs[0].log_every, progress=progress,
+                                     device=cs[0].device, joint=joint)
+    except TrainingDiverged as err:
+        if joint:
+            raise TrainingDiverged(str(err), err.step, err.config, joint_weights(err.weights)[:, None], err.history,
+                                   err.result) from err
+        raise
+    return replace(res, weights=(joint_weights(res.weights)[:, None] if joint else res.weights).cpu())
 
 
 def _config_history(history: dict, j: int) -> dict:
@@ -303,11 +319,6 @@ def _train_exact(configs: list[TrainConfig], progress: bool, workers: int = 1) -
     (with the progress bar): the per-step cost is dominated by small tensor operations, so one
     process per core is what uses a second core.
     """
-    for c in configs:
-        if c.architecture != "per_patch":
-            raise ValueError(f"estimator='exact' needs architecture='per_patch' (eq. (1)), got "
-                             f"{c.architecture!r} for ({c.label()}): the exact loss does not cover "
-                             "JointTwoLayerScore; use estimator='mc'")
     if workers > 1 and any(resolve_device(c.device).type != "cpu" for c in configs):
         workers = 1  # one device process: batching already fills an accelerator
     chunks = _exact_chunks(configs, workers)

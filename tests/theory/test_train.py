@@ -134,11 +134,6 @@ def test_exact_chunks_balance_relu_over_workers():
     assert _exact_chunks(cfgs, 1) == [list(range(16))]
 
 
-def test_exact_estimator_refuses_the_joint_network():
-    with pytest.raises(ValueError, match="per_patch"):
-        train(TrainConfig(activation="relu", architecture="joint", **EXACT), progress=False)
-
-
 def test_workers_is_validated():
     with pytest.raises(ValueError, match="workers"):
         train_many([TrainConfig(**EXACT)], progress=False, workers=0)

@@ -79,8 +79,10 @@ estimate, and the object Thm 4.4/4.5 are stated for.
 configuration), ``isserlis`` and ``polynomial`` (Isserlis tables and the polynomial evaluator), ``ops``
 (the numpy / torch operation tables), ``relu_moments`` (c-averaged univariate terms, the rho = +-1 closed
 form), ``relu_angular`` (the angular rule: buckets, layout, Gauss average), ``relu`` (the ReLU evaluator:
-each patch loss with its gradient), ``objective`` (``PopulationObjective``, the autograd bridge); this file
-is the public face.
+each patch loss with its gradient), ``objective`` (``PopulationObjective``, the autograd bridge); beyond the
+paper, ``joint`` (``JointObjective``: the same loss and psi_t moments for ``JointTwoLayerScore``, whose
+neurons see all patches, from zeta-averaged Gaussian moments: ``joint_polynomial`` by Isserlis, ``joint_relu``
+for ReLU); this file is the public face.
 """
 
 from __future__ import annotations
@@ -93,17 +95,16 @@ from ..data import MultiPatchData, check_data
 from ..losses import Target
 from ..network import Activation, TwoLayerScore, get_activation
 from ..rule import RuleError
+from .joint import JointObjective, block_gram_and_projections, joint_blocks, joint_population_loss, joint_weights
 from .objective import ExactLoss, PopulationObjective, gram_and_projections
 from .zeta_quadrature import ZETA_ORDER
 
 
 def _check_net(net, data: MultiPatchData) -> TwoLayerScore:
     check_instance("net", net, TwoLayerScore)
-    if net.joint:
-        raise ValueError("net must be a per-patch TwoLayerScore (eq. (1)); the exact loss does not cover "
-                         "JointTwoLayerScore, whose neurons mix patches")
     if net.d != data.d or net.n_patches != data.n_patches:
-        raise ValueError(f"net (d={net.d}, n_patches={net.n_patches}) does not fit data (d={data.d}, "
+        kind = "joint net (weights (1, m, n_patches*d))" if net.joint else "net"
+        raise ValueError(f"{kind} (d={net.d}, n_patches={net.n_patches}) does not fit data (d={data.d}, "
                          f"n_patches={data.n_patches})")
     return net
 
@@ -155,21 +156,32 @@ def expected_loss(net: TwoLayerScore, data: MultiPatchData, alpha, beta, target=
     The n, n_eps -> infinity limit of ``MonteCarloLoss`` (patches p >= 3 included, N(0, I) as in
     ``MultiPatchData``). A 0-d float64 tensor, differentiable in ``net.weights`` (first derivatives, written
     by hand; no double backward). ``target``: "paper" (eq. (2)
-    as printed) or "score" (consistent DSM), as in ``theory.losses.Target``.
+    as printed) or "score" (consistent DSM), as in ``theory.losses.Target``. A ``JointTwoLayerScore`` (beyond
+    the paper) goes through ``joint`` (gradient by autograd through its Gaussian moments).
     """
     data = check_data(data)
     net = _check_net(net, data)
     alpha, beta = check_alpha_beta(alpha, beta)
+    if net.joint:
+        return joint_population_loss(net.weights, net.activation, data, [alpha], [beta], Target.parse(target),
+                                     zeta_order=zeta_order, angle_scale=angle_scale)[0]
     return population_loss(net.weights[None], net.activation, data, [alpha], [beta], Target.parse(target),
                            zeta_order=zeta_order, angle_scale=angle_scale)[0]
 
 
 def psi_moments(net: TwoLayerScore, data: MultiPatchData, alpha, beta, *,
                 zeta_order: int = ZETA_ORDER) -> tuple[float, float]:
-    """Exact (E[psi_t], Var[psi_t]) of Def 4.3 over x_t (the two rule patches share zeta, not eps)."""
+    """Exact (E[psi_t], Var[psi_t]) of Def 4.3 over x_t (the two rule patches share zeta, not eps); per-patch
+    (eq. (1)) or joint nets (``joint``: psi = sum_r sigma(z_r) Gamma_r with one Gaussian z given zeta)."""
     data = check_data(data)
     net = _check_net(net, data)
     alpha, beta = check_alpha_beta(alpha, beta)
+    if net.joint:
+        obj = JointObjective([net.activation], data, [alpha], [beta], [Target.PAPER], net.device, zeta_order)
+        with torch.no_grad():
+            mean, var = obj.psi(*block_gram_and_projections(joint_blocks(net.weights.detach(), data.n_patches),
+                                                            data))
+        return float(mean[0]), max(float(var[0]), 0.0)
     obj = PopulationObjective([net.activation], data, [alpha], [beta], [Target.PAPER], net.device,
                               check_zeta_order(zeta_order))
     with torch.no_grad():
@@ -195,4 +207,5 @@ def quadrature_error_estimate(net: TwoLayerScore, data: MultiPatchData, alpha, b
 
 
 __all__ = ["expected_loss", "psi_moments", "population_rule_error", "population_loss", "PopulationObjective",
-           "quadrature_error_estimate", "gram_and_projections", "ZETA_ORDER"]
+           "quadrature_error_estimate", "gram_and_projections", "ZETA_ORDER", "JointObjective",
+           "joint_population_loss", "joint_blocks", "joint_weights", "block_gram_and_projections"]
