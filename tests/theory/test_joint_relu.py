@@ -31,7 +31,8 @@ PAIR_CASES = [
     (-0.97, -3.0, 9.0, 2.0, -5.0), (0.999, 0.5, -0.5, 0.5, -0.5), (-0.9999, 4.0, 2.0, -3.0, 3.0),
     (0.999999, 0.3, 1.0, -0.2, 2.0), (-0.999999, -2.0, 4.0, -1.9, 4.1), (0.999999, -0.6, 1.0, -0.6, 1.0),
     (1.0, -3.0, 9.0, 2.0, -5.0), (-1.0, 0.5, -0.5, 0.5, -0.5), (-0.999999, -5.0, 1.0, 5.0, -1.0),
-    (0.6, 0.4, -0.9, -0.3, 0.5),
+    (0.6, 0.4, -0.9, -0.3, 0.5), (0.2, -2.0, 4.0, -1.9, 4.1), (-0.25, 4.0, 2.0, -3.0, 3.0), (0.1, 0.0, 7.0, 0.0, 7.0),
+    (-0.15, -5.0, 1.0, 5.0, -1.0), (0.25, 9.0, -3.0, -8.0, 5.0),  # nearly orthogonal
 ]
 
 
@@ -112,6 +113,25 @@ def _univariate_reference(a0, a1, zeta):
 
 
 @pytest.mark.parametrize("zeta", ZETAS.values(), ids=ZETAS.keys())
+def test_parallel_and_antiparallel_neurons_are_exact(zeta):
+    """z_s = c z_r exactly (K singular, rho = +-1): E[relu(z_r) relu(z_s)] = c E[relu(z_r)^2] for c > 0 and 0 for
+    c < 0, to 1e-13 per unit sigma_r sigma_s; the gradient stays finite."""
+    for c in (1.7, -0.6):
+        L = torch.tensor([[[1.3, 0.4, -0.2]]], dtype=F64)
+        L = torch.cat([L, c * L], 1)
+        p = torch.tensor([[0.5, 0.5 * c]], dtype=F64)
+        q = torch.tensor([[-1.2, -1.2 * c]], dtype=F64)
+        args = [v.clone().requires_grad_(True) for v in (L, p, q)]
+        P2, _, _ = relu_gaussian_moments(args[0] @ args[0].transpose(1, 2), args[1], args[2], zeta)
+        grads = torch.autograd.grad(P2.sum(), args)
+        P2 = P2.detach()
+        expected = c * float(P2[0, 0, 0]) if c > 0 else 0.0
+        sig_rs = abs(c) * float(L[0, 0].norm() ** 2)
+        assert abs(float(P2[0, 0, 1]) - expected) < 1e-13 * sig_rs
+        assert all(bool(torch.isfinite(g).all()) for g in grads)
+
+
+@pytest.mark.parametrize("zeta", ZETAS.values(), ids=ZETAS.keys())
 def test_univariate_moments_match_quadrature(zeta):
     """Diagonal of P2, P1 (k = 0, 1) and D1 for m = 1 (no pairs) at slopes up to 9: relative 1e-12, or absolute
     1e-14 per unit sigma (deep in the lower tail both sides lose digits to a Phi + phi cancellation)."""
@@ -160,9 +180,10 @@ def test_moments_match_monte_carlo(zeta):
 
 @pytest.mark.parametrize("zeta", [ZETAS["uniform"], ZETAS["beta"], ZETAS["discrete"]], ids=["uniform", "beta",
                                                                                           "discrete"])
-def test_autograd_gradient_matches_finite_differences(zeta):
-    """d/d(L, p, q) of a fixed linear functional of (P2, P1, D1), K = L L^T with nearly (anti)parallel
-    neurons, along random directions: central differences (h = 1e-5) agree to 1e-8 relative."""
+def test_gradient_matches_finite_differences(zeta):
+    """The (hand-written) gradient in (L, p, q) of a fixed linear functional of (P2, P1, D1), K = L L^T with
+    nearly (anti)parallel neurons, along random directions: central differences (h = 1e-5) agree to 1e-8
+    relative."""
     C, m = 1, 4
     L, p, q = _random_gaussian(C, m, seed=2)
     g = torch.Generator().manual_seed(5)
