@@ -152,6 +152,9 @@ def sample_images(model, n: int, size: int, spec: SampleSpec = DEFAULT_SPEC, *, 
             gens = [torch.Generator().manual_seed(seed + i) for i in rows]
             x = torch.stack([torch.randn((3, size, size), generator=g) for g in gens]).to(dev)
             x = x.contiguous(memory_format=fmt)
+            # Multistep schedulers (DPM-Solver++) keep a step index and past model outputs: every batch
+            # starts them afresh, or the second batch steps past the end of their sigma table.
+            sched.set_timesteps(spec.steps, device=dev)
             for i, t in enumerate(sched.timesteps):
                 tt = torch.full((len(gens),), int(t), device=dev, dtype=torch.long)
                 with torch.inference_mode():

@@ -319,12 +319,14 @@ def test_empirical_denoiser_samplers_return_training_images():
         assert corners.min() >= 250, spec.name
 
 
-def test_one_seed_per_sample(tmp_path):
-    """Sample i is reproduced on its own (seed + i), whatever the batch."""
+@pytest.mark.parametrize("spec", [ddpm.SampleSpec("ddim", 8, 1.0), ddpm.SampleSpec("dpmpp-sde", 8)],
+                         ids=lambda s: s.name)
+def test_one_seed_per_sample(tmp_path, spec):
+    """Sample i is reproduced on its own (seed + i), whatever the batch; also for the multistep DPM-Solver++,
+    whose scheduler state must start afresh in every batch (its second batch once ran off its sigma table)."""
     run = tmp_path / "run"
     ddpm.train(run, tiny(), progress=False)
     loaded = ddpm.load_run(run, device="cpu")
-    spec = ddpm.SampleSpec("ddim", 8, 1.0)
     with ddpm.ema_weights(loaded.model, loaded.ema):
         batch = ddpm.sample_images(loaded.model, 5, 32, spec, seed=100, batch_size=5, device="cpu")
         single = ddpm.sample_images(loaded.model, 1, 32, spec, seed=103, batch_size=1, device="cpu")
