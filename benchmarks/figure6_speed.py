@@ -10,6 +10,10 @@ d = 100, m = 20, for 5000 epochs, 16 times (32 with both loss targets). This scr
 * with ``--trainings``: the wall time of the 32 Figure 6 trainings x 5000 epochs on the exact loss in this
   process (one thread), and the process's peak resident memory at that point (before any Monte Carlo
   sample set is allocated);
+* with ``--joint`` (beyond the paper): an exact epoch of ``JointTwoLayerScore`` (``exact_gradient_descent(...,
+  joint=True)``, same d, m, t, step size, init std 1/sqrt(2d)) beside an exact per-patch epoch, one network of
+  each activation, alternating the two over ``--repeats`` rounds; the ratio joint / per-patch of the best
+  (least disturbed) wall and CPU times per activation, written with ``--json`` (docs/figure6_speed_joint.json);
 * with ``--figure6``: the wall time of the whole ``hidden-rules figure6`` command (its defaults: exact
   loss, App. F sizes, both targets, training in 2 processes, psi histograms, PNG/PDF/JSON/CSV), run as a
   subprocess, and its peak memory: the largest sum of the resident sets of the command and its worker
@@ -24,6 +28,7 @@ ratios, and the ratio of the best times, the least disturbed estimate on a loade
 The CPU may be shared: the load average is printed with the numbers. Run:
 ``python benchmarks/figure6_speed.py [--trainings] [--figure6] [--skip-mc] [--json out.json]``
 ``python benchmarks/figure6_speed.py --baseline PATH [--repeats 5] [--exact-epochs 300]``
+``python benchmarks/figure6_speed.py --joint [--repeats 3] --json docs/figure6_speed_joint.json``
 (``make bench`` runs it with ``--figure6``).
 """
 
@@ -46,7 +51,7 @@ import torch
 import theory
 from theory import MultiPatchData, Uniform, ou_schedule
 from theory.losses import MonteCarloLoss
-from theory.network import TwoLayerScore, default_init_std
+from theory.network import JointTwoLayerScore, TwoLayerScore, default_init_std
 from theory.train import DEFAULT_LR
 
 try:
@@ -110,6 +115,59 @@ def exact_per_epoch(activation: str, epochs: int, data: MultiPatchData) -> float
     res = exact_gradient_descent(init_weights(activation), activation, data, [alpha], [beta], "paper",
                                  LR[("paper", activation)], epochs=epochs, log_every=epochs)
     return res.seconds / (epochs + 1)
+
+
+BATCH_TIMES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)  # a lock-step batch of 8 nets, as train_many runs them
+
+
+def arch_epoch(activation: str, epochs: int, data: MultiPatchData, joint: bool, batch: bool) -> tuple[float, float]:
+    """(wall, CPU) seconds per exact GD epoch at App. F size, printed loss: one net at t = 0.4, or (``batch``)
+    8 nets at ``BATCH_TIMES`` in lock step; per-patch (eq. (1)) or joint (beyond the paper, init std 1/sqrt(2d))."""
+    from theory.population import joint_blocks
+
+    times = BATCH_TIMES if batch else (0.4,)
+    alphas, betas = zip(*(ou_schedule(t) for t in times))
+    if joint:
+        W = torch.cat([JointTwoLayerScore(D, M, activation, init_std=default_init_std(2 * D), seed=s).weights.detach()
+                       for s in range(len(times))])
+        W = joint_blocks(W, data.n_patches)
+    else:
+        W = torch.stack([init_weights(activation, seed=s) for s in range(len(times))])
+    cpu = time.process_time()
+    res = exact_gradient_descent(W, activation, data, list(alphas), list(betas), "paper", LR[("paper", activation)],
+                                 epochs=epochs, log_every=epochs, joint=joint)
+    return res.seconds / (epochs + 1), (time.process_time() - cpu) / (epochs + 1)
+
+
+def joint_against_per_patch(epochs: int, repeats: int) -> dict:
+    """Exact joint vs exact per-patch epoch per activation, one net and a batch of 8, alternating the two
+    architectures over ``repeats`` rounds; ratios joint / per-patch of the best wall and the best CPU time
+    (the best is what a shared CPU disturbs least)."""
+    data = MultiPatchData(D, Uniform(0.2, 0.8))
+    out = {"d": D, "m": M, "target": "paper", "one_net_t": 0.4, "batch_times": BATCH_TIMES, "epochs": epochs,
+           "repeats": repeats, "load_average_start": os.getloadavg(), "per_activation": {}}
+    for act in ACTS:
+        rec = {}
+        for size in ("one", "batch8"):
+            runs = {"per_patch": [], "joint": []}
+            for r in range(repeats):
+                for arch in (("per_patch", "joint") if r % 2 == 0 else ("joint", "per_patch")):
+                    runs[arch].append(arch_epoch(act, epochs, data, arch == "joint", size == "batch8"))
+            best = {arch: (min(w for w, _ in v), min(c for _, c in v)) for arch, v in runs.items()}
+            rec[size] = {"per_patch_ms": best["per_patch"][0] * 1e3, "joint_ms": best["joint"][0] * 1e3,
+                         "per_patch_cpu_ms": best["per_patch"][1] * 1e3, "joint_cpu_ms": best["joint"][1] * 1e3,
+                         "ratio_wall": best["joint"][0] / best["per_patch"][0],
+                         "ratio_cpu": best["joint"][1] / best["per_patch"][1],
+                         "runs_ms_wall_cpu": {a: [[w * 1e3, c * 1e3] for w, c in v] for a, v in runs.items()}}
+            x = rec[size]
+            print(f"exact epoch {act:9s} {size:6s}: per-patch {x['per_patch_ms']:.3f} ms (CPU "
+                  f"{x['per_patch_cpu_ms']:.3f}), joint {x['joint_ms']:.3f} ms (CPU {x['joint_cpu_ms']:.3f}); "
+                  f"joint / per-patch {x['ratio_wall']:.2f} (CPU {x['ratio_cpu']:.2f})", flush=True)
+        out["per_activation"][act] = rec
+    out["within_3x_cpu"] = {f"{act}/{size}": r[size]["ratio_cpu"] <= 3 for act, r in out["per_activation"].items()
+                            for size in r}
+    out["load_average_end"] = os.getloadavg()
+    return out
 
 
 def figure6_configs():
@@ -209,7 +267,16 @@ def main(argv=None) -> dict:
     p.add_argument("--baseline", default=None, help="compare the exact path with the package tree at this path")
     p.add_argument("--repeats", type=int, default=5, help="rounds of the --baseline comparison")
     p.add_argument("--exact-only", action="store_true", help="only the exact timings (used by --baseline)")
+    p.add_argument("--joint", action="store_true", help="only the exact joint vs per-patch epoch (beyond the paper)")
     args = p.parse_args(argv)
+    if args.joint:
+        report = {"torch": torch.__version__, "cpus": os.cpu_count(), "threads": 1,
+                  "theory": str(Path(theory.__file__).resolve()),
+                  "joint": joint_against_per_patch(args.exact_epochs, args.repeats)}
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(report, fh, indent=1)
+        return report
     if args.baseline or args.exact_only:
         report = (compare_with_baseline(args.baseline, args.repeats, args.exact_epochs) if args.baseline else
                   {"theory": str(Path(theory.__file__).resolve()), "exact": exact_timings(args.exact_epochs),

@@ -64,6 +64,9 @@ VERBS: dict[str, Verb] = {
     "appendix-a": Verb("paper_figs.appendix_a", "App. A: FID 0 yet a different rule (Gaussian mixture)"),
     "rule-floor": Verb("paper_figs.rule_floor",
                        "Beyond the paper: rule error vs t, per-patch/joint nets, separable floor"),
+    "joint-width": Verb("paper_figs.joint_width", "Beyond the paper: rule error vs width m, joint vs per-patch nets"),
+    "theory-samples": Verb("paper_figs.theory_samples",
+                           "Beyond the paper: sample the multi-patch model with each score, Error eq. (4) vs E"),
 }
 
 PROG = "hidden-rules"

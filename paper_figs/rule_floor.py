@@ -6,6 +6,9 @@ printed, 'score' = consistent DSM) the figure plots, on a log axis:
 * eq. (1)'s per-patch networks, four activations, trained by exact GD on the population loss at
   App. F's size (d=100, m=20, 5000 epochs; ``train_many(..., workers=2)``); E exact
   (``population_rule_error``);
+* ``JointTwoLayerScore`` networks (neurons see both rule patches; default ReLU only, m = 20), trained the
+  same way: exact GD on their population loss (``TrainConfig(architecture="joint", estimator="exact")``,
+  ``theory.population.joint``), E exact. No sample set, so no over-fitting and no error bars;
 * Thm 4.5's closed form for linear activation, m = 1, at the point GD reaches (``linear_rule_error``);
 * the separable floor: E of the best per-patch *score* (each patch's marginal score,
   ``separable_floor``), in the consistent-loss panel only: it is what a per-patch net approaches as it
@@ -13,20 +16,16 @@ printed, 'score' = consistent DSM) the figure plots, on a log axis:
   per-patch optimum is -beta times the marginal score). It is not a lower bound on E over all
   per-patch networks;
 * the Bayes-optimal network of each loss over all functions (``bayes_optimal_rule_error``; for the
-  score target that is the exact score, E = 0, which a log axis cannot show: listed, not drawn);
-* ``JointTwoLayerScore`` networks (neurons see both rule patches; default ReLU only), trained on
-  App. F's Monte Carlo loss, fixed sample set, since the exact loss does not cover them. A joint
-  net over-fits its finite sample set, so E is estimated on fresh x_t (``rule_error``, error bars
-  +-2 standard errors) and the JSON holds its loss on the training set and on a fresh sample set.
+  score target that is the exact score, E = 0, which a log axis cannot show: listed, not drawn).
 
-Default cost, measured on 2 idle CPU cores: exact training of the 80 per-patch nets ~30 s (2 worker
-processes); 20 joint ReLU nets (m=20) at n=100 data x n_eps=10 noise draws, 2000 epochs (figure 6's
-CPU Monte Carlo preset), ~2.4 s each (~50 s; App. F's 1000 x 1000 would take hours on a CPU); E of
-each joint net on 100,000 fresh x_t. About 100 s in all, peak memory ~0.9 GB. ``--no-joint`` leaves ~1 minute.
+Convergence: every trained point carries its loss change over the last 10 % of its epochs (``convergence``).
+Cost (``seconds`` of ``docs/rule_floor.json``, with the CPU seconds of this process and its worker): the 80
+per-patch and the 20 joint ReLU nets (5000 epochs each, 2 processes) take about the same time, ~133 CPU s in
+all; docs/rule_floor.md gives the measured wall time and the load beside it.
 
 Writes ``rule_floor.png/.pdf``, ``rule_floor.json`` (every number plotted, every setting, the
-choices not in the paper, the joint nets' over-fitting diagnostics) and ``rule_floor.csv`` (one row
-per curve point) under ``--out``. Run: ``python -m paper_figs.rule_floor`` or ``hidden-rules rule-floor``.
+choices not in the paper) and ``rule_floor.csv`` (one row per curve point) under ``--out``.
+Run: ``python -m paper_figs.rule_floor`` or ``hidden-rules rule-floor``.
 """
 
 from __future__ import annotations
@@ -35,33 +34,26 @@ import argparse
 import csv
 import io
 import os
+import resource
 import sys
 import time
 
-import numpy as np
-
-from cli.types import DIFFUSION_TIME, OUTPUT_FOLDER, POSITIVE, SEED, IntRange, positive_int
+from cli.types import DIFFUSION_TIME, OUTPUT_FOLDER, POSITIVE, SEED, positive_int
 from paper_figs._io import atomic_write_bytes, prepare_outputs, save_figure, write_json
-from paper_figs.figure6 import MC_CPU_SIZES
 from theory.bounds import bayes_optimal_rule_error, linear_rule_error, separable_floor
-from theory.losses import MonteCarloLoss, Target
+from theory.losses import Target
 from theory.network import ACTIVATIONS
 from theory.population import population_rule_error
-from theory.rule import rule_error
 from theory.schedules import ou_schedule
 from theory.train import TrainConfig, TrainingDiverged, train_many
 from theory.zeta import parse_zeta
 
 ACTS = ("relu", "linear", "quadratic", "cubic")
 TIMES = tuple(round(0.1 * k, 1) for k in range(1, 11))  # 0.1, 0.2, ..., 1.0
-# Joint nets: figure 6's CPU Monte Carlo preset, ~1 minute on 2 CPU cores (App. F's 1000 x 1000 would take hours).
-JOINT_SIZES = dict(MC_CPU_SIZES)
-JOINT_SAMPLES = 100_000  # fresh x_t per joint net for E
-FRESH_LOSS_SIZES = {"n": 2000, "n_eps": 10}  # fresh sample set on which the joint nets' loss is re-measured
-ERRORBAR_SE = 2.0  # joint error bars: +-2 standard errors
+TAIL = 0.1  # convergence: the loss change over the last 10 % of the epochs
 NAMES = ("rule_floor.png", "rule_floor.pdf", "rule_floor.json", "rule_floor.csv")
 CSV_FIELDS = ("target", "curve", "architecture", "activation", "source", "t", "alpha", "beta", "rule_value",
-              "bias", "variance", "total", "bias_se", "variance_se", "total_se", "drawn")
+              "bias", "variance", "total", "drawn")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -89,18 +81,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--joint-activations", nargs="+", default=["relu"], choices=list(ACTIVATIONS),
                    help="activations of the joint nets (default: relu)")
     p.add_argument("--joint-m", type=positive_int(10_000), default=None, help="neurons of a joint net (default: --m)")
-    p.add_argument("--joint-n", type=positive_int(), default=JOINT_SIZES["n"],
-                   help=f"data in the joint nets' Monte Carlo sample set (default {JOINT_SIZES['n']})")
-    p.add_argument("--joint-n-eps", type=positive_int(), default=JOINT_SIZES["n_eps"],
-                   help=f"noise draws per datum (default {JOINT_SIZES['n_eps']})")
-    p.add_argument("--joint-epochs", type=positive_int(), default=JOINT_SIZES["epochs"],
-                   help=f"GD epochs of the joint nets (default {JOINT_SIZES['epochs']})")
+    p.add_argument("--joint-epochs", type=positive_int(), default=None,
+                   help="exact GD epochs of the joint nets (default: --epochs)")
     p.add_argument("--joint-lr", type=POSITIVE, default=None,
-                   help="joint GD step size (default: per activation and loss)")
-    p.add_argument("--joint-resample", action="store_true",
-                   help="draw a fresh Monte Carlo sample set every epoch (no over-fitting; ~4x slower)")
-    p.add_argument("--joint-samples", type=IntRange(2, 10_000_000), default=JOINT_SAMPLES,
-                   help=f"fresh x_t for each joint net's E (default {JOINT_SAMPLES})")
+                   help="joint GD step size (default: per activation and loss, as the per-patch nets)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default auto)")
     p.add_argument("--no-progress", action="store_true")
 
@@ -119,59 +103,53 @@ def _check_args(args) -> tuple[str, ...]:
 
 
 def build_configs(args, targets) -> tuple[list[TrainConfig], list[TrainConfig]]:
-    """(per-patch configs, exact estimator; joint configs, Monte Carlo) for every target, activation and t."""
+    """(per-patch configs, joint configs), both exact GD on the population loss, for every target, activation, t."""
     zeta = parse_zeta(args.zeta)
     per_patch = [TrainConfig(activation=a, t=t, d=args.d, m=args.m, zeta=zeta, target=target, estimator="exact",
                              epochs=args.epochs, lr=args.lr, seed=args.seed, device=args.device)
                  for target in targets for a in args.activations for t in args.t]
     joint = [] if args.no_joint else [
         TrainConfig(activation=a, t=t, d=args.d, m=args.m if args.joint_m is None else args.joint_m, zeta=zeta,
-                    target=target, estimator="mc", architecture="joint", n=args.joint_n, n_eps=args.joint_n_eps,
-                    epochs=args.joint_epochs, lr=args.joint_lr, seed=args.seed, resample=args.joint_resample,
-                    device=args.device)
+                    target=target, estimator="exact", architecture="joint",
+                    epochs=args.epochs if args.joint_epochs is None else args.joint_epochs, lr=args.joint_lr,
+                    seed=args.seed, device=args.device)
         for target in targets for a in args.joint_activations for t in args.t]
     return per_patch, joint
+
+
+def convergence(history: dict, tail: float = TAIL) -> dict:
+    """Loss change over the last ``tail`` of the epochs: the logged loss at the first logged epoch >= (1 - tail)
+    epochs minus the final loss (>= 0 while GD still descends), relative to the final loss's magnitude."""
+    epochs, losses = history["epoch"], history["loss"]
+    if not epochs:
+        return {"epochs": 0, "final_loss": None, "tail_change": None, "tail_relative_change": None}
+    cut = (1 - tail) * epochs[-1]
+    k = next(i for i, e in enumerate(epochs) if e >= cut)
+    change = losses[k] - losses[-1]
+    return {"epochs": epochs[-1], "tail_from_epoch": epochs[k], "final_loss": losses[-1], "tail_change": change,
+            "tail_relative_change": abs(change) / max(abs(losses[-1]), 1e-300),
+            "final_grad_norm": history["grad_norm"][-1]}
 
 
 def _point(target, curve, architecture, activation, source, t, alpha, beta, err, drawn=True) -> dict:
     rec = {"target": target, "curve": curve, "architecture": architecture, "activation": activation,
            "source": source, "t": t, "alpha": alpha, "beta": beta, "rule_value": alpha / beta**2}
-    rec.update({k: err.as_dict()[k] for k in ("bias", "variance", "total", "bias_se", "variance_se", "total_se")})
+    rec.update({k: err.as_dict()[k] for k in ("bias", "variance", "total")})
     rec["drawn"] = bool(drawn)
     return rec
 
 
-def per_patch_points(results) -> list[dict]:
-    """Exact E of each trained per-patch net, with its final (exact) loss and gradient norm."""
+def trained_points(results) -> list[dict]:
+    """Exact E of each trained net (per-patch or joint), with its convergence and training time."""
     points = []
     for res in results:
         c = res.config
         alpha, beta = c.alpha_beta
         err = population_rule_error(res.net, c.data(), alpha, beta)
-        rec = _point(c.target, f"per-patch {c.activation}", "per_patch", c.activation, "exact (population)",
+        kind = "joint" if c.architecture == "joint" else "per-patch"
+        rec = _point(c.target, f"{kind} {c.activation}", c.architecture, c.activation, "exact (population)",
                      c.t, alpha, beta, err)
-        rec["train"] = {"final_loss_exact": res.history["loss"][-1], "final_grad_norm": res.history["grad_norm"][-1],
-                        "seconds": res.seconds}
-        points.append(rec)
-    return points
-
-
-def joint_points(results, samples: int, seed: int) -> list[dict]:
-    """E of each joint net on fresh x_t (Monte Carlo, with standard errors) and its loss on the training
-    sample set vs on a fresh sample set (the over-fitting gap)."""
-    points = []
-    for i, res in enumerate(results):
-        c = res.config
-        alpha, beta = c.alpha_beta
-        data = c.data()
-        err = rule_error(res.net, data, alpha, beta, n=samples, rng=np.random.default_rng([seed, 11, i]))
-        rec = _point(c.target, f"joint {c.activation}", "joint", c.activation,
-                     f"Monte Carlo, {samples} fresh x_t", c.t, alpha, beta, err)
-        fresh = MonteCarloLoss(data, alpha, beta, target=c.target, seed=10_000 + c.seed, device=c.device,
-                               **FRESH_LOSS_SIZES)
-        rec["train"] = {"final_loss_training_set": res.history["loss"][-1], "loss_fresh_samples": fresh.value(res.net),
-                        "loss_fresh_samples_se": fresh.standard_error(res.net),
-                        "final_grad_norm": res.history["grad_norm"][-1], "seconds": res.seconds}
+        rec["train"] = {**convergence(res.history), "lr": c.step_size, "seconds": res.seconds}
         points.append(rec)
     return points
 
@@ -196,20 +174,24 @@ def reference_points(zeta, times, targets) -> list[dict]:
     return points
 
 
-def floor_comparison(points) -> list[dict]:
-    """Each joint point of the consistent loss against the separable floor at its t: difference and its
-    standard error (the printed loss has no floor point, see ``reference_points``)."""
+def joint_comparison(points) -> list[dict]:
+    """Each joint point against the per-patch net of the same activation, target and t and, for the consistent
+    loss, against the separable floor (the printed loss has no floor point, see ``reference_points``)."""
     floor = {(p["target"], p["t"]): p["total"] for p in points if p["curve"] == "separable floor"}
+    per_patch = {(p["target"], p["activation"], p["t"]): p for p in points if p["architecture"] == "per_patch"
+                 and p["curve"].startswith("per-patch")}
     out = []
-    for p in points:
-        if p["architecture"] != "joint" or (p["target"], p["t"]) not in floor:
-            continue
-        f = floor[(p["target"], p["t"])]
-        diff, se = p["total"] - f, p["total_se"]
-        verdict = ("below" if diff + ERRORBAR_SE * se < 0 else "above" if diff - ERRORBAR_SE * se > 0
-                   else f"within {ERRORBAR_SE:g} SE")
-        out.append({"target": p["target"], "curve": p["curve"], "t": p["t"], "E": p["total"], "E_se": se,
-                    "separable_floor": f, "E_minus_floor": diff, "verdict": verdict})
+    for p in (p for p in points if p["architecture"] == "joint"):
+        key = (p["target"], p["t"])
+        pp = per_patch.get((p["target"], p["activation"], p["t"]))
+        f = floor.get(key)
+        out.append({"target": p["target"], "curve": p["curve"], "t": p["t"], "E": p["total"],
+                    "E_per_patch": None if pp is None else pp["total"],
+                    "joint_over_per_patch": None if pp is None else p["total"] / pp["total"],
+                    "loss_joint": p["train"]["final_loss"],
+                    "loss_per_patch": None if pp is None else pp["train"]["final_loss"],
+                    "separable_floor": f, "joint_over_floor": None if f is None else p["total"] / f,
+                    "verdict_floor": None if f is None else ("below" if p["total"] < f else "above")})
     return out
 
 
@@ -239,10 +221,9 @@ def plot(points, targets):
                 ax.plot([], [], " ", label=f"{curve}: E = 0 (not drawn)")
                 continue
             ts, es = [p["t"] for p in drawn], [p["total"] for p in drawn]
-            if curve.startswith("joint"):
-                bars = [ERRORBAR_SE * p["total_se"] for p in drawn]
-                ax.errorbar(ts, es, yerr=bars, color="#e377c2", marker="D", ms=5, lw=1.8, capsize=3,
-                            label=f"{curve} (Monte Carlo, +-{ERRORBAR_SE:g} SE)")
+            if curve.startswith("joint"):  # the per-patch colour of its activation, dashed, diamonds
+                color = STYLE.get("per-patch " + curve.split(" ", 1)[1], {}).get("color", "#e377c2")
+                ax.plot(ts, es, color=color, ls="--", lw=1.8, marker="D", ms=5, label=f"{curve} (exact GD)")
             else:
                 s = STYLE.get(curve, {})
                 label = curve + (" (exact GD)" if curve.startswith("per-patch") else "")
@@ -268,11 +249,7 @@ def _csv_bytes(points) -> bytes:
 
 
 def _fmt(p) -> str:
-    if p is None:
-        return "-"
-    if p["total_se"] is not None:
-        return f"{p['total']:.4g}+-{p['total_se']:.1g}"
-    return f"{p['total']:.4g}"
+    return "-" if p is None else f"{p['total']:.4g}"
 
 
 def print_table(points, targets, times) -> None:
@@ -286,94 +263,108 @@ def print_table(points, targets, times) -> None:
             print(f"{t:>5g} " + " ".join(f"{_fmt(index.get((c, t))):>{w}}" for c, w in zip(curves, width)))
 
 
+def _train(args, per_patch_cfgs, joint_cfgs) -> tuple[list, list, dict]:
+    """(per-patch results, joint results, seconds): two ``train_many`` calls, each over ``--workers`` processes."""
+    seconds = {}
+    try:
+        t0 = time.perf_counter()
+        per_patch = train_many(per_patch_cfgs, progress=not args.no_progress, workers=args.workers)
+        seconds["per_patch_training"] = time.perf_counter() - t0
+        print(f"trained {len(per_patch_cfgs)} per-patch nets (exact GD, {args.workers} worker(s)) in "
+              f"{seconds['per_patch_training']:.1f} s")
+        t0 = time.perf_counter()
+        joint = train_many(joint_cfgs, progress=not args.no_progress, workers=args.workers) if joint_cfgs else []
+        seconds["joint_training"] = time.perf_counter() - t0
+    except TrainingDiverged as err:
+        raise ValueError(f"{err} (joint nets: --joint-lr; per-patch nets: --lr)") from err
+    if joint_cfgs:
+        print(f"trained {len(joint_cfgs)} joint nets (exact GD, m={joint_cfgs[0].m}, {joint_cfgs[0].epochs} "
+              f"epochs, {args.workers} worker(s)) in {seconds['joint_training']:.1f} s")
+    return per_patch, joint, seconds
+
+
+def cpu_seconds() -> dict:
+    """CPU seconds (user + system) of this process and of its finished children (the training workers): on a
+    shared CPU they say what the wall time would be on idle cores better than the wall time does."""
+    own, children = (resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return {"cpu_this_process": own.ru_utime + own.ru_stime, "cpu_workers": children.ru_utime + children.ru_stime}
+
+
+def _choices(args, zeta, per_patch_cfgs, joint_cfgs) -> dict:
+    lr_of = {f"{c.target}/{c.activation}": c.step_size for c in per_patch_cfgs}
+    joint_lr = {f"{c.target}/{c.activation}": c.step_size for c in joint_cfgs}
+    return {
+        "zeta": zeta.describe(), "t_grid": list(args.t),
+        "per_patch": {"estimator": "exact (population loss, n, n_eps -> infinity)", "epochs": per_patch_cfgs[0].epochs,
+                      "init_std": per_patch_cfgs[0].init_scale, "lr": lr_of},
+        "joint": None if not joint_cfgs else {
+            "architecture": "JointTwoLayerScore: g(x) = sum_r sigma(<w_r, [x1; x2]>) w_r, w_r in R^(2d)",
+            "m": joint_cfgs[0].m, "estimator": "exact (population loss, theory.population.joint)",
+            "epochs": joint_cfgs[0].epochs, "init_std": joint_cfgs[0].init_scale, "lr": joint_lr,
+            "evaluation": "E exact (population_rule_error), as the per-patch nets"},
+        "convergence": f"train.tail_change = loss at the first logged epoch >= {1 - TAIL:g} x epochs minus the "
+                       "final loss; tail_relative_change = its magnitude over |final loss|",
+        "note": "The paper gives neither zeta's distribution, the init scale nor the step size; the joint "
+                "net and the separable floor are ours.",
+    }
+
+
+NOTES = {
+    "separable_floor": "E of the loss-optimal per-patch score (marginal score of each patch), "
+                       "theory.bounds.separable_floor; consistent-loss panel only. A per-patch net "
+                       "approaches it as it minimises the consistent loss (eq. (2) as printed has another "
+                       "per-patch optimum, -beta times the marginal score); it is not a lower bound on E "
+                       "over all per-patch networks (a net with psi_t close to alpha/beta^2 for all x_t has a "
+                       "smaller E and a worse loss).",
+    "bayes_optimal": "E of the loss minimiser over all functions: 'paper' 2 (1 + beta)^2 / beta^2; "
+                     "'score' the exact score, E = 0 (not drawn on the log axis).",
+}
+
+
+def _print_comparison(comparison, points) -> None:
+    print("\njoint nets against the per-patch net of the same activation (and the separable floor, consistent loss):")
+    for c in comparison:
+        ratio = "-" if c["joint_over_per_patch"] is None else f"{c['joint_over_per_patch']:.3g}"
+        floor = "" if c["separable_floor"] is None else (f", floor {c['separable_floor']:.4g} "
+                                                          f"({c['joint_over_floor']:.3g}x, {c['verdict_floor']})")
+        print(f"  {c['target']:<5} {c['curve']:<12} t={c['t']:<4g} E={c['E']:.4g}, joint/per-patch {ratio}{floor}")
+    worst = max((p for p in points if "train" in p), key=lambda p: p["train"]["tail_relative_change"])
+    print(f"convergence: largest relative loss change over the last {TAIL:.0%} of epochs "
+          f"{worst['train']['tail_relative_change']:.2g} ({worst['target']}, {worst['curve']}, t={worst['t']:g})")
+
+
 def run(args) -> int:
     targets = _check_args(args)
     per_patch_cfgs, joint_cfgs = build_configs(args, targets)
     paths = prepare_outputs(args.out, NAMES, args.overwrite)
     zeta = per_patch_cfgs[0].zeta
     t_start = time.perf_counter()
-    try:
-        t0 = time.perf_counter()
-        per_patch = train_many(per_patch_cfgs, progress=not args.no_progress, workers=args.workers)
-        exact_seconds = time.perf_counter() - t0
-        print(f"trained {len(per_patch_cfgs)} per-patch nets (exact GD, {args.workers} worker(s)) in "
-              f"{exact_seconds:.1f} s")
-        t0 = time.perf_counter()
-        joint = train_many(joint_cfgs, progress=not args.no_progress) if joint_cfgs else []
-        joint_seconds = time.perf_counter() - t0
-    except TrainingDiverged as err:
-        raise ValueError(f"{err} (joint nets: --joint-lr; per-patch nets: --lr)") from err
-    if joint_cfgs:
-        print(f"trained {len(joint_cfgs)} joint nets (Monte Carlo, n={args.joint_n}, n_eps={args.joint_n_eps}, "
-              f"{args.joint_epochs} epochs) in {joint_seconds:.1f} s")
+    per_patch, joint, seconds = _train(args, per_patch_cfgs, joint_cfgs)
     t0 = time.perf_counter()
-    points = per_patch_points(per_patch) + reference_points(zeta, args.t, targets)
-    points += joint_points(joint, args.joint_samples, args.seed)
-    eval_seconds = time.perf_counter() - t0
-    comparison = floor_comparison(points)
+    points = trained_points(per_patch) + reference_points(zeta, args.t, targets) + trained_points(joint)
+    seconds["evaluation"] = time.perf_counter() - t0
+    comparison = joint_comparison(points)
     png, pdf, js, csv_path = paths
     fig = plot(points, targets)
     save_figure(fig, png)
     save_figure(fig, pdf)
     atomic_write_bytes(csv_path, _csv_bytes(points))
-    lr_of = {f"{c.target}/{c.activation}": c.step_size for c in per_patch_cfgs}
-    joint_lr = {f"{c.target}/{c.activation}": c.step_size for c in joint_cfgs}
+    seconds["total"] = time.perf_counter() - t_start
+    seconds.update(cpu_seconds())
     write_json(js, {
         "figure": "rule floor (beyond the paper)",
         "loss_targets": [Target.parse(t).value for t in targets],
         "settings": {k: v for k, v in vars(args).items() if not k.startswith("_")},
-        "choices_not_in_paper": {
-            "zeta": zeta.describe(), "t_grid": list(args.t),
-            "per_patch": {"estimator": "exact (population loss, n, n_eps -> infinity)",
-                          "init_std": per_patch_cfgs[0].init_scale, "lr": lr_of},
-            "joint": None if not joint_cfgs else {
-                "architecture": "JointTwoLayerScore: g(x) = sum_r sigma(<w_r, [x1; x2]>) w_r, w_r in R^(2d)",
-                "m": joint_cfgs[0].m, "estimator": "Monte Carlo (App. F's loss)", "n": args.joint_n,
-                "n_eps": args.joint_n_eps, "epochs": args.joint_epochs, "init_std": joint_cfgs[0].init_scale,
-                "lr": joint_lr,
-                "sample_set": ("fresh every epoch (resample)" if args.joint_resample else
-                               "one fixed set per (t, target), drawn once as App. F"),
-                "evaluation": (f"E on {args.joint_samples} fresh x_t (theory.rule.rule_error), never on the "
-                               f"training samples; the loss also on a fresh set of n={FRESH_LOSS_SIZES['n']} x "
-                               f"n_eps={FRESH_LOSS_SIZES['n_eps']} (train.loss_fresh_samples) beside the training-"
-                               "set loss: a training-set loss below the fresh one is over-fitting"),
-                "error_bars": f"+-{ERRORBAR_SE:g} standard errors of E (delta method, rule_error)",
-            },
-            "note": "The paper gives neither zeta's distribution, the init scale nor the step size; the joint "
-                    "net, the separable floor and the Monte Carlo sizes are ours.",
-        },
-        "notes": {
-            "separable_floor": "E of the loss-optimal per-patch score (marginal score of each patch), "
-                               "theory.bounds.separable_floor; consistent-loss panel only. A per-patch net "
-                               "approaches it as it minimises the consistent loss (eq. (2) as printed has another "
-                               "per-patch optimum, -beta times the marginal score); it is not a lower bound on E "
-                               "over all per-patch networks (a net with psi_t close to alpha/beta^2 for all x_t has a "
-                               "smaller E and a worse loss).",
-            "bayes_optimal": "E of the loss minimiser over all functions: 'paper' 2 (1 + beta)^2 / beta^2; "
-                             "'score' the exact score, E = 0 (not drawn on the log axis).",
-        },
-        "seconds": {"exact_training": exact_seconds, "joint_training": joint_seconds,
-                    "evaluation": eval_seconds, "total": time.perf_counter() - t_start},
-        "joint_vs_floor": comparison,
+        "choices_not_in_paper": _choices(args, zeta, per_patch_cfgs, joint_cfgs),
+        "notes": NOTES,
+        "seconds": seconds, "cpus": os.cpu_count(), "load_average_at_end": list(os.getloadavg()),
+        "joint_comparison": comparison,
         "points": points,
     })
     print(f"wrote {png}, {pdf}, {js}, {csv_path}")
     print_table(points, targets, list(args.t))
     if comparison:
-        print(f"\njoint nets vs the separable floor ({ERRORBAR_SE:g} SE):")
-        for c in comparison:
-            print(f"  {c['target']:<5} {c['curve']:<12} t={c['t']:<4g} E={c['E']:.4g}+-{c['E_se']:.2g}  "
-                  f"floor={c['separable_floor']:.4g}  {c['verdict']}")
-        exact_loss = {(p["target"], p["activation"], p["t"]): p["train"]["final_loss_exact"]
-                      for p in points if p["curve"].startswith("per-patch")}
-        print("joint nets' loss: on their training set, on fresh samples, and the exact loss of the per-patch "
-              "net of the same activation")
-        for p in (p for p in points if p["architecture"] == "joint"):
-            tr = p["train"]
-            same = exact_loss.get((p["target"], p["activation"], p["t"]))
-            print(f"  {p['target']:<5} {p['curve']:<12} t={p['t']:<4g} training set {tr['final_loss_training_set']:.5g}"
-                  f", fresh {tr['loss_fresh_samples']:.5g}+-{tr['loss_fresh_samples_se']:.2g}, per-patch "
-                  + ("-" if same is None else f"{same:.5g}"))
+        _print_comparison(comparison, points)
     print(f"total {time.perf_counter() - t_start:.1f} s")
     return 0
 

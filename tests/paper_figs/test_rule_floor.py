@@ -9,8 +9,7 @@ from paper_figs import rule_floor
 from paper_figs.cli import main
 
 TOY = ["--d", "5", "--m", "2", "--epochs", "300", "--t", "0.3", "0.7", "--activations", "relu", "cubic",
-       "--joint-n", "10", "--joint-n-eps", "4", "--joint-epochs", "20", "--joint-samples", "2000",
-       "--workers", "1", "--no-progress", "--device", "cpu"]
+       "--joint-epochs", "200", "--workers", "1", "--no-progress", "--device", "cpu"]
 
 
 @pytest.fixture(scope="module")
@@ -46,16 +45,41 @@ def test_json_has_every_curve_and_consistent_errors(toy_run):
     for p in points:
         assert p["total"] == pytest.approx(p["bias"] ** 2 + p["variance"], rel=1e-12, abs=1e-300)
         assert p["rule_value"] == pytest.approx(p["alpha"] / p["beta"] ** 2, rel=1e-15)
-        monte_carlo = p["architecture"] == "joint"
-        assert (p["total_se"] is not None) == monte_carlo
-        if monte_carlo:
-            assert p["total_se"] > 0 and p["train"]["loss_fresh_samples_se"] > 0
+        assert "total_se" not in p  # every point is exact: no Monte Carlo anywhere
     # the score target's Bayes-optimal network is the exact score: E = 0, listed but not drawn on the log axis
     bayes = [p for p in points if p["curve"] == "Bayes-optimal of the loss"]
     assert all((p["total"] == 0) == (p["target"] == "score") and p["drawn"] == (p["total"] > 0) for p in bayes)
     joint = meta["choices_not_in_paper"]["joint"]
-    assert (joint["n"], joint["n_eps"], joint["epochs"]) == (10, 4, 20) and "fresh" in joint["evaluation"]
-    assert len(meta["joint_vs_floor"]) == 2 and {c["target"] for c in meta["joint_vs_floor"]} == {"score"}
+    assert joint["epochs"] == 200 and joint["m"] == 2 and joint["estimator"].startswith("exact")
+    assert meta["choices_not_in_paper"]["per_patch"]["epochs"] == 300
+    comparison = meta["joint_comparison"]
+    assert len(comparison) == 4 and {c["target"] for c in comparison} == {"paper", "score"}
+    for c in comparison:  # the floor is listed for the consistent loss only
+        assert (c["separable_floor"] is None) == (c["target"] == "paper")
+        assert c["joint_over_per_patch"] == pytest.approx(c["E"] / c["E_per_patch"], rel=1e-12)
+
+
+def test_joint_nets_are_exact_and_report_convergence(toy_run):
+    """Joint nets are trained by exact GD (no sample set): E is population_rule_error of the trained net, the
+    loss history's tail is in the JSON, and the joint net's final loss is the exact loss of its weights."""
+    _, meta = toy_run
+    joint = [p for p in meta["points"] if p["architecture"] == "joint"]
+    assert len(joint) == 4 and all(p["source"] == "exact (population)" for p in joint)
+    for p in joint:
+        tr = p["train"]
+        assert tr["epochs"] == 200 and tr["tail_from_epoch"] == 180
+        assert tr["tail_relative_change"] == pytest.approx(abs(tr["tail_change"]) / abs(tr["final_loss"]))
+        assert tr["tail_change"] >= 0  # GD still descends (or has stopped): the loss never rises at the end
+    for p in (p for p in meta["points"] if p["curve"].startswith("per-patch")):
+        assert p["train"]["epochs"] == 300
+
+
+def test_convergence_of_a_history():
+    hist = {"epoch": [0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100], "loss": [10, 9, 8, 7, 6, 5, 4, 3, 2, 1.5, 1.0],
+            "grad_norm": [1.0] * 11}
+    c = rule_floor.convergence(hist)
+    assert (c["tail_from_epoch"], c["tail_change"], c["tail_relative_change"]) == (90, 0.5, 0.5)
+    assert rule_floor.convergence({"epoch": [], "loss": [], "grad_norm": []})["tail_change"] is None
 
 
 def test_separable_floor_below_every_trained_per_patch_net(toy_run):
@@ -78,7 +102,7 @@ def test_no_joint_single_target(tmp_path, capsys):
     assert main(["rule-floor", "--out", str(tmp_path), *TOY, "--no-joint", "--loss", "score"]) == 0
     meta = json.loads((tmp_path / "rule_floor.json").read_text())
     assert meta["loss_targets"] == ["score"] and meta["choices_not_in_paper"]["joint"] is None
-    assert not meta["joint_vs_floor"] and all(p["architecture"] != "joint" for p in meta["points"])
+    assert not meta["joint_comparison"] and all(p["architecture"] != "joint" for p in meta["points"])
     out = capsys.readouterr().out
     assert "loss target 'score'" in out and "separable floor" in out
 
@@ -92,8 +116,8 @@ def test_refuses_to_overwrite(tmp_path):
     assert not (tmp_path / "rule_floor.png").exists()
 
 
-@pytest.mark.parametrize("bad", [["--t", "0.3", "0.3"], ["--t", "-0.2"], ["--joint-n", "0"],
-                                 ["--joint-samples", "1"], ["--activations", "relu", "relu"],
+@pytest.mark.parametrize("bad", [["--t", "0.3", "0.3"], ["--t", "-0.2"], ["--joint-epochs", "0"],
+                                 ["--joint-m", "0"], ["--activations", "relu", "relu"],
                                  ["--zeta", "uniform:0.8:0.2"], ["--epochs", "-1"]])
 def test_bad_arguments_give_a_clean_error(tmp_path, capsys, bad):
     out = tmp_path / "out"
@@ -113,6 +137,6 @@ def test_module_entry_point_gives_a_clean_error(tmp_path):
 
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]), OMP_NUM_THREADS="1")
     res = subprocess.run([sys.executable, "-m", "paper_figs.rule_floor", "--out", str(tmp_path / "out"), *TOY,
-                          "--joint-n-eps", "0"], capture_output=True, text=True, env=env, timeout=300)
+                          "--joint-epochs", "0"], capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 2 and not (tmp_path / "out").exists()
-    assert res.stderr == "hidden-rules rule-floor: error: --joint-n-eps must be >= 1, got 0\n"
+    assert res.stderr == "hidden-rules rule-floor: error: --joint-epochs must be >= 1, got 0\n"
