@@ -114,6 +114,15 @@ ROWS = [
     Row("figure6 --no-progress has a help text", ("figure6", "--help"), 0, "--no-progress         no progress bars"),
     Row("the evaluator benchmark does not overwrite a JSON without --overwrite",
         ("benchmarks/evaluator.py", "--json", "{here}/" + USER_FILE), 2, "pass --overwrite"),
+    Row("theory-samples: unwritable --out, before any training", ("theory-samples", "--out", UNWRITABLE), 2,
+        "is not writable", within=6.0),
+    Row("theory-samples --steps 0", ("theory-samples", "--steps", "0", "--out", "{here}/new"), 2,
+        "--steps must be an integer in [1, 200], got 0"),
+    Row("theory-samples --t-min 20", ("theory-samples", "--t-min", "20", "--out", "{here}/new"), 2,
+        "--t-min must be a number in [0.0001, 10], got 20"),
+    Row("theory-samples --zeta bogus leaves no folder", ("theory-samples", "--zeta", "bogus", "--out", "{here}/new"),
+        2, "bad zeta spec 'bogus'", within=6.0),
+    Row("theory-samples --n 5", ("theory-samples", "--n", "5", "--out", "{here}/new"), 2, "--n must be >= 10"),
 ]
 INTERRUPT_ITEM = "Ctrl-C in train says progress is saved and a rerun resumes"
 
