@@ -27,6 +27,14 @@ class Activation:
     deriv: callable
     poly: tuple[float, ...] | None
 
+    def __reduce__(self):
+        # The registered activations hold lambdas, which pickle cannot send to a worker process
+        # (``train_many(workers=...)``, a ``TrainingDiverged`` carrying its net): send the name instead.
+        if ACTIVATIONS.get(self.name) is not self:
+            raise TypeError(f"only the registered activations ({', '.join(ACTIVATIONS)}) can be pickled, "
+                            f"not a custom {self.name!r}")
+        return get_activation, (self.name,)
+
 
 ACTIVATIONS: dict[str, Activation] = {
     "relu": Activation("relu", torch.relu, lambda z: (z > 0).to(z.dtype), None),

@@ -78,3 +78,24 @@ def test_joint_network_couples_the_patches():
     assert not torch.allclose(net.residual(x)[:, 0], net.residual(x2)[:, 0])
     copy = JointTwoLayerScore.from_weights(net.weights.detach(), "cubic")
     torch.testing.assert_close(copy.residual(x), net.residual(x))
+
+
+def test_nets_and_divergence_errors_pickle_across_processes():
+    """A TrainingDiverged carries its net (activation with lambdas) through train_many's worker pool."""
+    import pickle
+
+    from theory.divergence import TrainingDiverged
+    from theory.network import JointTwoLayerScore
+    from theory.train import TrainConfig, TrainResult
+
+    for name in ACTIVATIONS:
+        assert pickle.loads(pickle.dumps(ACTIVATIONS[name])) is ACTIVATIONS[name]
+    net = JointTwoLayerScore(4, 3, "cubic", device="cpu")
+    err = TrainingDiverged("boom", 7, 1, net.weights.detach(), {"loss": [1.0]},
+                           TrainResult(net, {"loss": [1.0]}, TrainConfig(d=4, m=3, architecture="joint")))
+    back = pickle.loads(pickle.dumps(err))
+    assert back.step == 7 and back.result.net.activation is ACTIVATIONS["cubic"]
+    assert torch.equal(back.result.net.weights, net.weights)
+    x = torch.randn(5, 2, 4, dtype=torch.float64)
+    assert torch.equal(back.result.net(x, beta=0.5), net(x, beta=0.5))
+    assert pickle.loads(pickle.dumps(TwoLayerScore(4, 2, "relu", device="cpu"))).activation is ACTIVATIONS["relu"]
