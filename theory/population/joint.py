@@ -52,12 +52,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .._checks import DTYPE, check_int, check_schedule, check_zeta_order
+from .._checks import DTYPE
 from ..data import MultiPatchData, check_data
-from ..losses import Target
 from ..network import Activation, get_activation
 from .joint_polynomial import PolynomialMoments
 from .joint_relu import relu_gaussian_moments
+from .objective import parse_configurations
 from .schedule import ConfigSchedule
 from .zeta_quadrature import ZETA_ORDER
 
@@ -85,17 +85,8 @@ class JointObjective:
 
     def __init__(self, activations, data: MultiPatchData, alphas, betas, targets, device,
                  zeta_order: int = ZETA_ORDER, angle_scale: int = 1):
-        data = check_data(data)
-        if isinstance(activations, str | Activation) or not len(activations):
-            raise ValueError("activations must be a non-empty sequence, one activation per configuration")
-        acts = [get_activation(a) for a in activations]
-        alphas, betas = check_schedule(alphas, betas, len(acts))
-        targets = Target.parse_each(targets, len(acts))
-        self.zeta_order, self.angle_scale = check_zeta_order(zeta_order), check_int("angle_scale", angle_scale)
-        for a in acts:
-            if a.poly is None and a.name != "relu":
-                raise ValueError(f"activation {a.name!r} has no exact population loss: use relu or a "
-                                 "polynomial activation (Activation.poly)")
+        data, acts, alphas, betas, targets, self.zeta_order, self.angle_scale = parse_configurations(
+            activations, data, alphas, betas, targets, zeta_order, angle_scale)
         self.C, self.data, self.device = len(acts), data, device
         with torch.inference_mode(False):  # tensors autograd may save (exact GD runs in inference mode)
             self.sched = ConfigSchedule.build(data, alphas, betas, targets, device)

@@ -18,6 +18,22 @@ from .schedule import ConfigSchedule
 from .zeta_quadrature import ZETA_ORDER
 
 
+def parse_configurations(activations, data, alphas, betas, targets, zeta_order, angle_scale):
+    """The checked inputs of an exact objective (per-patch or joint): (data, activations, alphas, betas,
+    targets, zeta_order, angle_scale); only relu and polynomial activations have an exact loss."""
+    data = check_data(data)
+    if isinstance(activations, str | Activation) or not len(activations):
+        raise ValueError("activations must be a non-empty sequence, one activation per configuration")
+    acts = [get_activation(a) for a in activations]
+    alphas, betas = check_schedule(alphas, betas, len(acts))
+    targets = Target.parse_each(targets, len(acts))
+    for a in acts:
+        if a.poly is None and a.name != "relu":
+            raise ValueError(f"activation {a.name!r} has no exact population loss: use relu or a "
+                             "polynomial activation (Activation.poly)")
+    return data, acts, alphas, betas, targets, check_zeta_order(zeta_order), check_int("angle_scale", angle_scale)
+
+
 class PopulationObjective:
     """The exact loss (eq. (2)) of C configurations (activation, alpha, beta, target) on one ``data``.
 
@@ -29,18 +45,9 @@ class PopulationObjective:
 
     def __init__(self, activations, data: MultiPatchData, alphas, betas, targets, device,
                  zeta_order: int = ZETA_ORDER, angle_scale: int = 1):
-        data = check_data(data)
-        if isinstance(activations, str | Activation) or not len(activations):
-            raise ValueError("activations must be a non-empty sequence, one activation per configuration")
-        acts = [get_activation(a) for a in activations]
-        alphas, betas = check_schedule(alphas, betas, len(acts))
-        targets = Target.parse_each(targets, len(acts))
-        zeta_order, angle_scale = check_zeta_order(zeta_order), check_int("angle_scale", angle_scale)
+        data, acts, alphas, betas, targets, zeta_order, angle_scale = parse_configurations(
+            activations, data, alphas, betas, targets, zeta_order, angle_scale)
         self.C, self.data = len(acts), data
-        for a in acts:
-            if a.poly is None and a.name != "relu":
-                raise ValueError(f"activation {a.name!r} has no exact population loss: use relu or a "
-                                 "polynomial activation (Activation.poly)")
         poly = [i for i, a in enumerate(acts) if a.poly is not None]
         relu = [i for i, a in enumerate(acts) if a.poly is None]
         self.groups = []  # (configuration indices, evaluator)
