@@ -25,8 +25,8 @@ import re
 import sys
 from pathlib import Path
 
-from cli.types import OUTPUT_FOLDER, PROBABILITY, IntRange, positive_int, run_folder
-from empirics import ddpm
+from cli.types import OUTPUT_FOLDER, PROBABILITY, IntRange, add_threads_argument, positive_int, run_folder
+from empirics import ddpm, threads
 from empirics.ddpm.progress import progress_bar
 from empirics.evaluate import evaluate
 from empirics.evaluator.controls import FRESH_SEED, fresh_renders
@@ -50,6 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="only the snapshots at multiples of this step, and the last (default: every snapshot)")
     p.add_argument("--n-boot", type=IntRange(0, 100_000), default=1000,
                    help="bootstrap replicates of the R^2 / Error CIs (default 1000)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the U-Net for sampling (compiles once per snapshot)")
+    add_threads_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--out", default="paper_figs/out", type=OUTPUT_FOLDER, help="output folder (default paper_figs/out)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
@@ -95,6 +98,7 @@ def run(args) -> int:
     import matplotlib.pyplot as plt
 
     spec = ddpm.SampleSpec(args.sampler, args.steps, args.eta if args.sampler == "ddim" else 0.0)
+    n_threads = threads.set_threads(args.threads)
     run_dir = Path(args.run)
     config = ddpm.read_config(run_dir)
     files = ddpm.RunFiles(run_dir)
@@ -107,7 +111,7 @@ def run(args) -> int:
         name = f"curve{args.n}-{spec.name}-step{k}"
         if not (files.samples / name / "samples.npz").exists():
             ddpm.sample(run_dir, args.n, spec, seed=0, out=files.samples / name, snapshot_step=k,
-                        batch_size=args.batch_size, progress=False)
+                        batch_size=args.batch_size, progress=False, compile_model=args.compile)
         if train_colours is None:
             train_colours = colour_box_share(evaluate_run(run_dir, name).train.images, config.task)
         training.append({"train_step": k, **_point(run_dir, name, args.n_boot, train_colours)})
@@ -123,6 +127,7 @@ def run(args) -> int:
     plt.close(fig)
     write_json(js, {"run": str(run_dir), "task": config.task, "preset": config.preset,
                     "train_steps": config.train_steps, "sampler": spec.name, "n": args.n, "n_boot": args.n_boot,
+                    "torch_threads": n_threads, "compiled": args.compile,
                     "training": training, "control_fresh": control, "sampling": sampling})
     write_rows_csv(csv_path, [{k: v for k, v in p.items() if not isinstance(v, dict | list)} for p in training])
     print(f"wrote {png}, {js}, {csv_path}")

@@ -91,6 +91,8 @@ ROWS = [
     # Messages
     Row("ddpm-curves --every 0", ("ddpm-curves", "{run}", "--every", "0", "--out", "{here}/new"), 2,
         "--every must be", needs_run=True),
+    Row("ddpm-curves --threads 0", ("ddpm-curves", "{run}", "--threads", "0", "--out", "{here}/new"), 2,
+        "--threads", needs_run=True),
     Row("argparse errors are one line", ("data", "A"), 2, "the following arguments are required: --out"),
     Row("argparse: a bad choice is one line", ("train", "A", "--preset", "gpu", "--out", "{here}/new"), 2,
         "--preset: invalid choice: 'gpu'"),

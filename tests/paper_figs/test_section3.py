@@ -94,8 +94,10 @@ def test_ddpm_curves_over_snapshots(tmp_path):
     run = tmp_path / "run"
     ddpm.train(run, ddpm.make_config("A", "smoke", n_train=32, batch_size=8, train_steps=4, snapshot_every=2),
                progress=False)
-    assert cli_main(["ddpm-curves", str(run), "--n", "4", "--steps", "3", "--out", str(tmp_path / "o")]) == 0
+    assert cli_main(["ddpm-curves", str(run), "--n", "4", "--steps", "3", "--threads", "1", "--out",
+                     str(tmp_path / "o")]) == 0
     rec = json.loads((tmp_path / "o" / "ddpm_curves_A.json").read_text())
+    assert rec["torch_threads"] == 1 and rec["compiled"] is False
     assert [p["train_step"] for p in rec["training"]] == [2, 4]
     assert all(p["n"] == 4 for p in rec["training"])
     for p in rec["training"]:  # Fig. 12's measures: the rule and the marginal goals, beside fresh renders
