@@ -3,11 +3,10 @@
 With a = <x^(1)-hat, u> and b = <x^(2)-hat, v>, samples are read as Section 3 reads images: x = a, y = 1 - b,
 ground-truth line y = k x with k = 1 (the rule a + b = 1 of Def 4.1).
 
-* ``trimmed_line_fit``: OLS y = b1 x + b0 on the points whose ratio y/x lies within the ``trim`` percentiles
-  (Fig. 3/4 keep [2.5 %, 97.5 %]; inclusive, numpy's linear interpolation), R^2 = 1 - SS_res / SS_tot;
-* ``eq4_error``: Error eq. (4) = |b1 - k| + |b0| (bias) + sqrt(Var(y_hat - y)) (variance term, ddof = 1).
-  ``theory`` never imports ``empirics``: this is the formula of ``empirics.evaluator.metrics`` written again for
-  the theory package, and ``tests/theory/test_sampling.py`` proves both give the same numbers;
+* ``trimmed_line_fit``, ``eq4_error`` (from ``theory.line_fit``, the one implementation that Table 1 uses
+  too): OLS y = b1 x + b0 on the points whose ratio y/x lies within the ``trim`` percentiles (Fig. 3/4 keep
+  [2.5 %, 97.5 %]; inclusive, numpy's linear interpolation), R^2 = 1 - SS_res / SS_tot, and Error eq. (4) =
+  |b1 - k| + |b0| (bias) + sqrt(Var(y_hat - y)) (variance term, ddof = 1);
 * ``sample_metrics``: the above with percentile-bootstrap CIs, the +-1 % conforming share |y/x - k| <= 0.01 k,
   corr(a, 1 - b) with its SE sqrt((1 - r^2)/(n - 2)), the orthogonal residual r = (a + b - 1)/sqrt(2) (the
   distance to the rule line; its RMS and sd), KS and W1 of a against D_zeta (two-sample, against ``n_ref``
@@ -21,108 +20,22 @@ x > 0, or all with one x) the fit's fields are None and ``fit_note`` says why.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from ._checks import check_int, check_real
+from .line_fit import (
+    BOOT_KEYS,
+    LineFit,
+    bootstrap_replicates,
+    check_trim,
+    check_xy,
+    eq4_error,
+    percentile_ci,
+    trimmed_line_fit,
+)
 from .zeta import ZetaDistribution, check_zeta
-
-BOOT_KEYS = ("slope", "intercept", "r2", "error", "error_bias", "error_variance", "conforming_share")
-
-
-def _check_trim(trim) -> tuple[float, float]:
-    lo, hi = (check_real("trim[0]", trim[0]), check_real("trim[1]", trim[1]))
-    if not 0 <= lo < hi <= 100:
-        raise ValueError(f"trim must be percentiles 0 <= lo < hi <= 100, got {trim}")
-    return lo, hi
-
-
-def _xy(x, y) -> tuple[np.ndarray, np.ndarray]:
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    if x.ndim != 1 or x.shape != y.shape:
-        raise ValueError(f"x and y must be 1-D arrays of the same length, got shapes {x.shape} and {y.shape}")
-    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
-        raise ValueError("x and y must be finite")
-    return x, y
-
-
-@dataclass(frozen=True)
-class LineFit:
-    """OLS line y_hat = slope x + intercept on the kept (trimmed) points."""
-
-    slope: float
-    intercept: float
-    r2: float
-    n_fit: int
-    kept: np.ndarray = field(repr=False)
-
-
-def trimmed_line_fit(x, y, trim=(2.5, 97.5)) -> LineFit:
-    """Fit y = b1 x + b0 to the points (x > 0) whose ratio y/x lies within the ``trim`` percentiles (Fig. 3)."""
-    x, y = _xy(x, y)
-    trim = _check_trim(trim)
-    if np.any(x <= 0):
-        raise ValueError("x must be > 0 for the ratio y/x")
-    if x.size < 3:
-        raise ValueError(f"need at least 3 points for a fit, got {x.size}")
-    ratio = y / x
-    lo, hi = np.percentile(ratio, trim)
-    kept = (ratio >= lo) & (ratio <= hi)
-    xs, ys = x[kept], y[kept]
-    if xs.size < 3 or np.ptp(xs) == 0:
-        raise ValueError(f"need at least 3 kept points with distinct x for a fit, got {xs.size}")
-    mx, my = xs.mean(), ys.mean()
-    b1 = np.sum((xs - mx) * (ys - my)) / np.sum((xs - mx) ** 2)
-    b0 = my - b1 * mx
-    ss_res, ss_tot = np.sum((ys - b1 * xs - b0) ** 2), np.sum((ys - my) ** 2)
-    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan")
-    return LineFit(float(b1), float(b0), float(r2), int(xs.size), kept)
-
-
-def eq4_error(x, y, fit: LineFit, k: float = 1.0) -> tuple[float, float, float]:
-    """eq. (4) of the fit on its kept points against y = k x: (|b1 - k|, |b0|, sqrt(Var(y_hat - y)))."""
-    x, y = _xy(x, y)
-    k = check_real("k", k, positive=True)
-    if fit.kept.shape != x.shape:
-        raise ValueError("fit was made on data of a different length")
-    resid = fit.slope * x[fit.kept] + fit.intercept - y[fit.kept]
-    return abs(fit.slope - k), abs(fit.intercept), float(np.sqrt(np.var(resid, ddof=1)))
-
-
-def _bootstrap(x, y, k, trim, n_boot, seed, rtol, level) -> dict[str, tuple[float, float]]:
-    """Percentile-bootstrap CIs: each replicate resamples the samples and redoes the trimming and the fit."""
-    rng = np.random.default_rng(seed)
-    m = x.size
-    stats = {key: [] for key in BOOT_KEYS}
-    block = max(1, 2_000_000 // m)
-    for start in range(0, n_boot, block):
-        idx = rng.integers(0, m, (min(block, n_boot - start), m))
-        X, Y = x[idx], y[idx]
-        R = Y / X
-        lo, hi = np.percentile(R, trim, axis=1)
-        w = ((R >= lo[:, None]) & (R <= hi[:, None])).astype(np.float64)
-        nk = w.sum(1)
-        mx, my = (w * X).sum(1) / nk, (w * Y).sum(1) / nk
-        dx, dy = X - mx[:, None], Y - my[:, None]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            b1 = (w * dx * dy).sum(1) / (w * dx * dx).sum(1)
-            b0 = my - b1 * mx
-            res = Y - b1[:, None] * X - b0[:, None]
-            ss_res = (w * res * res).sum(1)
-            r2 = 1.0 - ss_res / (w * dy * dy).sum(1)
-            var_term = np.sqrt(ss_res / (nk - 1))
-        bias = np.abs(b1 - k) + np.abs(b0)
-        for key, val in zip(BOOT_KEYS, (b1, b0, r2, bias + var_term, bias, var_term,
-                                        np.mean(np.abs(R - k) <= rtol * k, axis=1))):
-            stats[key].append(val)
-    q = (100 * (1 - level) / 2, 100 * (1 + level) / 2)
-    out = {}
-    for key, vals in stats.items():
-        v = np.concatenate(vals)
-        v = v[np.isfinite(v)]
-        out[key] = tuple(float(t) for t in np.percentile(v, q)) if v.size else (float("nan"), float("nan"))
-    return out
 
 
 @dataclass(frozen=True)
@@ -176,7 +89,7 @@ def sample_metrics(a, b, zeta: ZetaDistribution, *, k: float = 1.0, trim=(2.5, 9
     of training points (the empirical source) adds the share within ``delta`` of one and the median distance."""
     from scipy import stats
 
-    a, b = _xy(a, b)
+    a, b = check_xy(a, b)
     zeta = check_zeta(zeta)
     k = check_real("k", k, positive=True)
     n_boot = check_int("n_boot", n_boot, minimum=0)
@@ -196,12 +109,13 @@ def sample_metrics(a, b, zeta: ZetaDistribution, *, k: float = 1.0, trim=(2.5, 9
         fit, note = None, str(exc)
     if fit is not None:
         bias_slope, bias_intercept, var_term = eq4_error(x[pos], y[pos], fit, k)
-        ci = _bootstrap(x[pos], y[pos], k, _check_trim(trim), n_boot, seed, rtol, level) if n_boot else {}
+        reps = bootstrap_replicates(x[pos], y[pos], k, trim, n_boot, seed, rtol) if n_boot else {}
+        ci = {key: percentile_ci(v, level) for key, v in reps.items()}
         fitted = {"n_fit": fit.n_fit, "slope": fit.slope, "intercept": fit.intercept, "r2": fit.r2,
                   "error": bias_slope + bias_intercept + var_term, "error_bias": bias_slope + bias_intercept,
                   "error_variance": var_term, "ci": ci}
     else:
-        _check_trim(trim)
+        check_trim(trim)
         fitted = {"n_fit": 0, "ci": {}, "fit_note": note,
                   **dict.fromkeys(("slope", "intercept", "r2", "error", "error_bias", "error_variance"))}
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -207,7 +207,8 @@ def test_sample_rule_coordinates_ends_with_the_samples():
 
 
 def test_metrics_agree_with_section3_implementation():
-    """theory.sample_metrics re-implements empirics.evaluator.metrics' fit and eq. (4): same numbers."""
+    """theory.sample_metrics and Table 1's metrics (empirics.evaluator.metrics) both read theory.line_fit:
+    the same numbers under each one's names (a swapped key in either mapping fails here)."""
     from empirics.evaluator.metrics import bootstrap_ci, error_eq4
     from empirics.evaluator.metrics import trimmed_fit as section3_fit
 
