@@ -34,12 +34,10 @@ __all__ = ["COARSE_C_RTOL", "coarse_rule", "fine_xy", "fine_ratio", "LinearFit",
 
 
 def _xy(x, y) -> tuple[np.ndarray, np.ndarray]:
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    if x.ndim != 1 or x.shape != y.shape:
-        raise ValueError(f"x and y must be 1-D arrays of the same length, got shapes {x.shape} and {y.shape}")
-    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
-        raise ValueError("x and y must be finite (pass only valid images)")
-    return x, y
+    try:
+        return line_fit.check_xy(x, y)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (pass only valid images)") from exc
 
 
 def fine_ratio(x, y) -> np.ndarray:
