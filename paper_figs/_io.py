@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cli.types import OUTPUT_FOLDER
 from empirics.atomic import atomic_write_bytes, prepare_outputs, write_json
 
-__all__ = ["prepare_outputs", "atomic_write_bytes", "write_json", "save_figure", "write_rows_csv"]
+__all__ = ["add_output_arguments", "prepare_outputs", "atomic_write_bytes", "write_json", "save_figure",
+           "write_rows_csv"]
+
+
+def add_output_arguments(p, default: str = "paper_figs/out") -> None:
+    """``--out`` (a writable folder) and ``--overwrite``, the same in every figure verb."""
+    p.add_argument("--out", default=default, type=OUTPUT_FOLDER, help=f"output folder (default: {default})")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
 
 def save_figure(fig, path) -> None:

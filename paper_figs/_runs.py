@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from cli.types import BOOT, OUTPUT_FOLDER, SEED
+from cli.types import BOOT, SEED
 from empirics.evaluator.controls import FRESH_SEED, ControlEvaluations
 from empirics.runs import RunEvaluation, evaluate_run, run_controls
+from paper_figs._io import add_output_arguments
 
 # The paper's numbers (Table 1; Section 3.3 / Fig. 4 R^2 and Table 2's DDPM row for Error).
 PAPER_TABLE1 = {"A": {"invalid_percent": 30.15, "coarse_violations": 1},
@@ -22,8 +23,7 @@ def add_run_arguments(p: argparse.ArgumentParser, default_out: str = "paper_figs
     p.add_argument("--samples", default=None,
                    help="sample set to read in every run (a folder name under <run>/samples, e.g. ddpm-1000); "
                    "default: each run's only set")
-    p.add_argument("--out", default=default_out, type=OUTPUT_FOLDER, help=f"output folder (default: {default_out})")
-    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    add_output_arguments(p, default_out)
     p.add_argument("--n-boot", type=BOOT, default=1000, help="bootstrap replicates for the 95%% CIs (default 1000)")
     p.add_argument("--seed", type=SEED, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--control-seed", type=SEED, default=FRESH_SEED,

@@ -14,17 +14,15 @@ import sys
 
 import numpy as np
 
-from cli.types import OUTPUT_FOLDER, POSITIVE, IntRange
-from paper_figs._io import prepare_outputs, save_figure, write_json
+from cli.types import POSITIVE, IntRange
+from paper_figs._io import add_output_arguments, prepare_outputs, save_figure, write_json
 from theory.gmm import appendix_a_mixture, mixture_fid, moment_matched_gaussian
 
 MAX_GRID = 4001  # grid points per axis: a few float64 arrays of MAX_GRID^2 values (~130 MB each)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="paper_figs/out", type=OUTPUT_FOLDER,
-                   help="output folder (default: paper_figs/out)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    add_output_arguments(p)
     p.add_argument("--grid", type=IntRange(11, MAX_GRID), default=201, help="grid points per axis (default 201)")
     p.add_argument("--extent", type=POSITIVE, default=4.5, help="half-width of the plotted square (default 4.5)")
 

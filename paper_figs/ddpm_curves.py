@@ -25,14 +25,14 @@ import re
 import sys
 from pathlib import Path
 
-from cli.types import OUTPUT_FOLDER, PROBABILITY, IntRange, add_threads_argument, positive_int, run_folder
+from cli.types import PROBABILITY, IntRange, add_threads_argument, positive_int, run_folder
 from empirics import ddpm, threads
 from empirics.ddpm.progress import progress_bar
 from empirics.evaluate import evaluate
 from empirics.evaluator.controls import FRESH_SEED, fresh_renders
 from empirics.evaluator.marginals import colour_box_share, goal_measures
 from empirics.runs import evaluate_run, rule_table_row, sample_sets
-from paper_figs._io import prepare_outputs, save_figure, write_json, write_rows_csv
+from paper_figs._io import add_output_arguments, prepare_outputs, save_figure, write_json, write_rows_csv
 
 BENCH = re.compile(r"^bench(\d+)-(ddpm|ddim)-(\d+)(?:-eta([0-9.]+))?$")
 
@@ -54,8 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="torch.compile the U-Net for sampling (compiles once per snapshot)")
     add_threads_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--out", default="paper_figs/out", type=OUTPUT_FOLDER, help="output folder (default paper_figs/out)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    add_output_arguments(p)
 
 
 def _point(run: Path, name: str, n_boot: int, train_colours: dict | None) -> dict:

@@ -19,17 +19,15 @@ import io
 import sys
 import time
 
-from cli.types import BOOT, FINITE, OUTPUT_FOLDER, SEED, IntRange, positive_int
+from cli.types import BOOT, FINITE, SEED, IntRange, positive_int
 from empirics.evaluate import evaluate
 from empirics.tasks import TRAIN_SIZES, Task, degrade, generate
-from paper_figs._io import atomic_write_bytes, prepare_outputs, save_figure, write_json
+from paper_figs._io import add_output_arguments, atomic_write_bytes, prepare_outputs, save_figure, write_json
 from paper_figs._plots import rule_panel
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="paper_figs/out", type=OUTPUT_FOLDER,
-                   help="output folder (default: paper_figs/out)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    add_output_arguments(p)
     p.add_argument("--tasks", nargs="+", default=["A", "B", "C", "D"], choices=["A", "B", "C", "D"],
                    help="tasks (default: A B C D)")
     p.add_argument("--n", type=IntRange(3, 1_000_000), default=None,

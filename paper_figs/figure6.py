@@ -27,8 +27,8 @@ import time
 
 import numpy as np
 
-from cli.types import DIFFUSION_TIME, OUTPUT_FOLDER, POSITIVE, SEED, IntRange, check_memory, positive_int
-from paper_figs._io import atomic_write_bytes, prepare_outputs, save_figure, write_json
+from cli.types import DIFFUSION_TIME, POSITIVE, SEED, IntRange, check_memory, positive_int
+from paper_figs._io import add_output_arguments, atomic_write_bytes, prepare_outputs, save_figure, write_json
 from theory._checks import resolve_device
 from theory.losses import Target
 from theory.network import ACTIVATIONS
@@ -54,9 +54,7 @@ def default_sizes(estimator: str, device: str) -> dict:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="paper_figs/out", type=OUTPUT_FOLDER,
-                   help="output folder (default: paper_figs/out)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    add_output_arguments(p)
     p.add_argument("--loss", choices=("paper", "score", "both"), default="both",
                    help="eq. (2) as printed ('paper'), consistent DSM ('score'), or both (default)")
     p.add_argument("--estimator", choices=ESTIMATORS, default="exact",

@@ -33,8 +33,8 @@ import sys
 import time
 from dataclasses import replace
 
-from cli.types import DIFFUSION_TIME, OUTPUT_FOLDER, SEED, positive_int
-from paper_figs._io import prepare_outputs, save_figure, write_json, write_rows_csv
+from cli.types import DIFFUSION_TIME, SEED, positive_int
+from paper_figs._io import add_output_arguments, prepare_outputs, save_figure, write_json, write_rows_csv
 from paper_figs.rule_floor import convergence, cpu_seconds
 from theory.bounds import linear_rule_error, separable_floor
 from theory.network import ACTIVATIONS
@@ -63,9 +63,7 @@ def width(text: str) -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="paper_figs/out", type=OUTPUT_FOLDER,
-                   help="output folder (default: paper_figs/out)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    add_output_arguments(p)
     p.add_argument("--loss", choices=("paper", "score", "both"), default="both",
                    help="eq. (2) as printed ('paper'), consistent DSM ('score'), or both (default)")
     p.add_argument("--t", type=DIFFUSION_TIME, nargs="+", default=list(TIMES),

@@ -38,8 +38,8 @@ import resource
 import sys
 import time
 
-from cli.types import DIFFUSION_TIME, OUTPUT_FOLDER, POSITIVE, SEED, positive_int
-from paper_figs._io import atomic_write_bytes, prepare_outputs, save_figure, write_json
+from cli.types import DIFFUSION_TIME, POSITIVE, SEED, positive_int
+from paper_figs._io import add_output_arguments, atomic_write_bytes, prepare_outputs, save_figure, write_json
 from theory.bounds import bayes_optimal_rule_error, linear_rule_error, separable_floor
 from theory.losses import Target
 from theory.network import ACTIVATIONS
@@ -57,9 +57,7 @@ CSV_FIELDS = ("target", "curve", "architecture", "activation", "source", "t", "a
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="paper_figs/out", type=OUTPUT_FOLDER,
-                   help="output folder (default: paper_figs/out)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    add_output_arguments(p)
     p.add_argument("--loss", choices=("paper", "score", "both"), default="both",
                    help="eq. (2) as printed ('paper'), consistent DSM ('score'), or both panels (default)")
     p.add_argument("--t", type=DIFFUSION_TIME, nargs="+", default=list(TIMES),

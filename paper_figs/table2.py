@@ -14,9 +14,9 @@ import csv
 import io
 import sys
 
-from cli.types import BOOT, OUTPUT_FOLDER, SEED
+from cli.types import BOOT, SEED
 from empirics.mitigation import table2_row
-from paper_figs._io import atomic_write_bytes, prepare_outputs, save_figure, write_json
+from paper_figs._io import add_output_arguments, atomic_write_bytes, prepare_outputs, save_figure, write_json
 
 # Table 2 of the paper (Error and R^2 per task and method).
 PAPER_TABLE2 = {"A": {"ddpm": (0.25, 0.85), "guidance": (0.21, 0.90), "filtering": (0.17, 0.90)},
@@ -38,9 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="keep samples predicted as class 1 with p(class 1) >= this (default 0: the paper's rule)")
     p.add_argument("--oracle-tolerance", type=float, default=0.05,
                    help="oracle filter: keep samples whose measured y/(kx) is within this of 1 (default 0.05)")
-    p.add_argument("--out", default="paper_figs/out", type=OUTPUT_FOLDER,
-                   help="output folder (default: paper_figs/out)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    add_output_arguments(p)
     p.add_argument("--n-boot", type=BOOT, default=1000, help="bootstrap replicates for the 95%% CIs (default 1000)")
     p.add_argument("--seed", type=SEED, default=0, help="bootstrap seed (default 0)")
 

@@ -25,8 +25,8 @@ import time
 
 import numpy as np
 
-from cli.types import DIFFUSION_TIME, OUTPUT_FOLDER, POSITIVE, SEED, positive_int
-from paper_figs._io import atomic_write_bytes, prepare_outputs, save_figure, write_json
+from cli.types import DIFFUSION_TIME, POSITIVE, SEED, positive_int
+from paper_figs._io import add_output_arguments, atomic_write_bytes, prepare_outputs, save_figure, write_json
 from paper_figs.rule_floor import cpu_seconds
 from theory import MultiPatchData
 from theory.bounds import separable_floor
@@ -57,8 +57,7 @@ BY_T_SAMPLE_KEYS = ("slope", "intercept", "r2", "error", "error_bias", "error_va
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="paper_figs/out", type=OUTPUT_FOLDER, help="output folder (default paper_figs/out)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    add_output_arguments(p)
     p.add_argument("--d", type=positive_int(10_000), default=100, help="patch dimension (default 100, App. F)")
     p.add_argument("--m", type=positive_int(1_000), default=20, help="neurons per net (default 20, App. F)")
     p.add_argument("--n", type=positive_int(1_000_000), default=10_000, help="samples per source (default 10000)")
