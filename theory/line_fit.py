@@ -67,6 +67,8 @@ def trimmed_line_fit(x, y, trim=(2.5, 97.5)) -> LineFit:
     trim = check_trim(trim)
     if np.any(x <= 0):
         raise ValueError("x must be > 0 for the ratio y/x")
+    if x.size < 3:
+        raise ValueError(f"need at least 3 points for a fit, got {x.size}")
     ratio = y / x
     lo, hi = np.percentile(ratio, trim)
     kept = (ratio >= lo) & (ratio <= hi)

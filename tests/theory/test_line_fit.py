@@ -73,6 +73,8 @@ def test_percentile_ci_drops_non_finite_and_reports_none_as_nan():
     (lambda: trimmed_line_fit([1.0, np.nan, 3.0], [1.0, 2.0, 3.0]), "finite"),
     (lambda: trimmed_line_fit([1.0, -2.0, 3.0], [1.0, 2.0, 3.0]), "x must be > 0"),
     (lambda: trimmed_line_fit([1.0, 1.0, 1.0, 1.0], [1.0, 2.0, 3.0, 4.0]), "distinct x"),
+    (lambda: trimmed_line_fit([], []), "at least 3 points"),
+    (lambda: trimmed_line_fit([1.0, 2.0], [1.0, 2.0]), "at least 3 points"),
     (lambda: trimmed_line_fit([1.0, 2.0, 3.0], [1.0, 2.0, 3.0], (50, 10)), "trim must be"),
     (lambda: bootstrap_replicates([1.0, 2.0, 3.0], [1.0, 2.0, 3.0], 1.0, n_boot=0), "n_boot"),
     (lambda: bootstrap_replicates([0.0, 2.0, 3.0], [1.0, 2.0, 3.0], 1.0), "x must be"),
