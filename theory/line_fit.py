@@ -1,4 +1,4 @@
-"""Section 3's reading of a fine rule y = k x from points (x_i, y_i): the one implementation.
+"""Section 3's reading of a fine rule y = k x from points (x_i, y_i), for the theory package.
 
 * :func:`trimmed_line_fit`: OLS line y_hat = slope x + intercept on the points whose ratio y/x lies
   within the ``trim`` percentiles (Fig. 3, App. D.2: the 2.5 % tails of y/x are dropped).
@@ -7,9 +7,11 @@
 * :func:`bootstrap_replicates`: percentile-bootstrap replicates of both, each replicate resampling the
   points with replacement and redoing the trimming and the fit; :func:`percentile_ci` reads a CI off them.
 
-Both halves of the package read samples through these functions: ``theory.sample_metrics`` (samples of
-the multi-patch model, x = a, y = 1 - b) and ``empirics.evaluator.metrics`` (features measured on images,
-Table 1, Table 2, Figs. 4 and 12). ``theory`` never imports ``empirics``, so the numbers live here.
+``theory.sample_metrics`` reads samples of the multi-patch model through these functions (x = a,
+y = 1 - b). Table 1's image metrics (``empirics.evaluator.metrics``) keep their own copy on purpose:
+``empirics`` never imports ``theory``, so that the evaluator loads without torch (0.14 s against 1.2 s
+here). ``tests/theory/test_sampling.py::test_metrics_agree_with_section3_implementation`` proves the two
+give the same numbers.
 """
 
 from __future__ import annotations

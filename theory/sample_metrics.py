@@ -3,8 +3,8 @@
 With a = <x^(1)-hat, u> and b = <x^(2)-hat, v>, samples are read as Section 3 reads images: x = a, y = 1 - b,
 ground-truth line y = k x with k = 1 (the rule a + b = 1 of Def 4.1).
 
-* ``trimmed_line_fit``, ``eq4_error`` (from ``theory.line_fit``, the one implementation that Table 1 uses
-  too): OLS y = b1 x + b0 on the points whose ratio y/x lies within the ``trim`` percentiles (Fig. 3/4 keep
+* ``trimmed_line_fit``, ``eq4_error`` (from ``theory.line_fit``; Table 1's copy in ``empirics`` is proven
+  equal by a test): OLS y = b1 x + b0 on the points whose ratio y/x lies within the ``trim`` percentiles (Fig. 3/4 keep
   [2.5 %, 97.5 %]; inclusive, numpy's linear interpolation), R^2 = 1 - SS_res / SS_tot, and Error eq. (4) =
   |b1 - k| + |b0| (bias) + sqrt(Var(y_hat - y)) (variance term, ddof = 1);
 * ``sample_metrics``: the above with percentile-bootstrap CIs, the +-1 % conforming share |y/x - k| <= 0.01 k,

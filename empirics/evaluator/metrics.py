@@ -26,7 +26,6 @@ import numpy as np
 
 from empirics._checks import check_int, check_real, check_trim
 from empirics.data.tasks import COARSE_C_RTOL, TARGET_SLOPE, Task, coarse_rule, feature_values, fine_xy
-from theory import line_fit
 
 __all__ = ["COARSE_C_RTOL", "coarse_rule", "fine_xy", "fine_ratio", "LinearFit", "trimmed_fit", "Eq4Error",
            "error_eq4", "conforming", "conforming_fraction", "bootstrap_ci", "binomial_ci", "summarize",
@@ -34,10 +33,12 @@ __all__ = ["COARSE_C_RTOL", "coarse_rule", "fine_xy", "fine_ratio", "LinearFit",
 
 
 def _xy(x, y) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        return line_fit.check_xy(x, y)
-    except ValueError as exc:
-        raise ValueError(f"{exc} (pass only valid images)") from exc
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if x.ndim != 1 or x.shape != y.shape:
+        raise ValueError(f"x and y must be 1-D arrays of the same length, got shapes {x.shape} and {y.shape}")
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        raise ValueError("x and y must be finite (pass only valid images)")
+    return x, y
 
 
 def fine_ratio(x, y) -> np.ndarray:
@@ -61,11 +62,25 @@ class LinearFit:
 
 
 def trimmed_fit(x, y, trim=(2.5, 97.5)) -> LinearFit:
-    """Fit y = b1 x + b0 to the points whose ratio y/x is within the ``trim`` percentiles (Fig. 3);
-    the numbers come from ``theory.line_fit.trimmed_line_fit``, the one implementation."""
+    """Fit y = b1 x + b0 to the points whose ratio y/x is within the ``trim`` percentiles (Fig. 3)."""
     x, y = _xy(x, y)
-    fit = line_fit.trimmed_line_fit(x, y, check_trim(trim))
-    return LinearFit(fit.slope, fit.intercept, fit.r2, fit.n_fit, fit.trim, fit.kept)
+    trim = check_trim(trim)
+    if np.any(x <= 0):
+        raise ValueError("x must be > 0 for the ratio y/x")
+    ratio = y / x
+    lo, hi = np.percentile(ratio, trim)
+    kept = (ratio >= lo) & (ratio <= hi)
+    xs, ys = x[kept], y[kept]
+    if xs.size < 3 or np.ptp(xs) == 0:
+        raise ValueError(f"need at least 3 kept points with distinct x for a fit, got {xs.size}")
+    mx, my = xs.mean(), ys.mean()
+    sxx = np.sum((xs - mx) ** 2)
+    b1 = np.sum((xs - mx) * (ys - my)) / sxx
+    b0 = my - b1 * mx
+    ss_res = np.sum((ys - b1 * xs - b0) ** 2)
+    ss_tot = np.sum((ys - my) ** 2)
+    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan")
+    return LinearFit(float(b1), float(b0), float(r2), int(xs.size), trim, kept)
 
 
 @dataclass(frozen=True)
@@ -86,12 +101,14 @@ class Eq4Error:
 
 
 def error_eq4(x, y, fit: LinearFit, k: float) -> Eq4Error:
-    """Eq. (4) of the fit on its kept points against the ground-truth line y = k x
-    (``theory.line_fit.eq4_error``)."""
+    """Eq. (4) of the fit on its kept points against the ground-truth line y = k x."""
     x, y = _xy(x, y)
     k = check_real("k", k, 0.0)
-    core = line_fit.LineFit(fit.beta1, fit.beta0, fit.r2, fit.n_fit, fit.trim, fit.kept)
-    return Eq4Error(*line_fit.eq4_error(x, y, core, k))
+    if fit.kept.shape != x.shape:
+        raise ValueError("fit was made on data of a different length")
+    xs, ys = x[fit.kept], y[fit.kept]
+    resid = fit.beta1 * xs + fit.beta0 - ys
+    return Eq4Error(abs(fit.beta1 - k), abs(fit.beta0), float(np.sqrt(np.var(resid, ddof=1))))
 
 
 def conforming(x, y, k: float, rtol: float = 0.01) -> np.ndarray:
@@ -136,15 +153,45 @@ def bootstrap_ci(x, y, k: float, trim=(2.5, 97.5), n_boot: int = 1000, seed: int
     n_boot = check_int("n_boot", n_boot, 1)
     seed = check_int("seed", seed, 0)
     level = check_real("level", level, 0.5, 0.999)
-    reps = line_fit.bootstrap_replicates(x, y, k, trim, n_boot, seed, rtol)
-    out = {name: line_fit.percentile_ci(reps[key], level) for name, key in _BOOT_NAMES.items()}
-    out["slope_rel_error"] = line_fit.percentile_ci(np.abs(reps["slope"] - k) / k, level)
+    rng = np.random.default_rng(seed)
+    m = x.size
+    stats: dict[str, list[np.ndarray]] = {k_: [] for k_ in ("beta1", "beta0", "r2", "error", "error_bias",
+                                                             "error_variance", "conforming_fraction")}
+    block = max(1, 2_000_000 // max(m, 1))
+    for start in range(0, n_boot, block):
+        b = min(block, n_boot - start)
+        idx = rng.integers(0, m, (b, m))
+        X, Y = x[idx], y[idx]
+        R = Y / X
+        lo, hi = np.percentile(R, trim, axis=1)
+        w = ((R >= lo[:, None]) & (R <= hi[:, None])).astype(np.float64)
+        nk = w.sum(1)
+        mx, my = (w * X).sum(1) / nk, (w * Y).sum(1) / nk
+        dx, dy = X - mx[:, None], Y - my[:, None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            b1 = (w * dx * dy).sum(1) / (w * dx * dx).sum(1)
+            b0 = my - b1 * mx
+            res = Y - b1[:, None] * X - b0[:, None]
+            ss_res = (w * res * res).sum(1)
+            r2 = 1.0 - ss_res / (w * dy * dy).sum(1)
+            var_term = np.sqrt(ss_res / (nk - 1))
+        bias = np.abs(b1 - k) + np.abs(b0)
+        stats["beta1"].append(b1)
+        stats["beta0"].append(b0)
+        stats["r2"].append(r2)
+        stats["error"].append(bias + var_term)
+        stats["error_bias"].append(bias)
+        stats["error_variance"].append(var_term)
+        stats["conforming_fraction"].append(np.mean(np.abs(R - k) <= rtol * k, axis=1))
+    q = (100 * (1 - level) / 2, 100 * (1 + level) / 2)
+    out = {}
+    for key, vals in stats.items():
+        v = np.concatenate(vals)
+        v = v[np.isfinite(v)]
+        out[key] = tuple(float(t) for t in np.percentile(v, q)) if v.size else (float("nan"), float("nan"))
+    out["slope_rel_error"] = tuple(float(t) for t in np.percentile(
+        np.abs(np.concatenate(stats["beta1"]) - k) / k, q))
     return out
-
-
-# bootstrap_ci's keys -> theory.line_fit.BOOT_KEYS
-_BOOT_NAMES = {"beta1": "slope", "beta0": "intercept", "r2": "r2", "error": "error", "error_bias": "error_bias",
-               "error_variance": "error_variance", "conforming_fraction": "conforming_share"}
 
 
 def _num(v):

@@ -94,6 +94,15 @@ def test_library_never_imports_the_figure_layer(package):
         assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
 
 
+@pytest.mark.parametrize("importer, imported", [("theory", "empirics"), ("empirics", "theory")])
+def test_theory_and_empirics_stay_apart(importer, imported):
+    """DESIGN: theory never imports empirics; empirics never imports theory either (empirics/_checks.py), so
+    the evaluator loads without torch."""
+    for path in (ROOT / importer).rglob("*.py"):
+        bad = {m for m in _imports(path) if m == imported or m.startswith(imported + ".")}
+        assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
+
+
 @pytest.mark.parametrize("package", ("empirics", "paper_figs"))
 def test_no_import_circle(package):
     circle = _find_circle(_module_graph(package))

@@ -228,8 +228,8 @@ def test_sample_rule_coordinates_ends_with_the_samples():
 
 
 def test_metrics_agree_with_section3_implementation():
-    """theory.sample_metrics and Table 1's metrics (empirics.evaluator.metrics) both read theory.line_fit:
-    the same numbers under each one's names (a swapped key in either mapping fails here)."""
+    """theory.line_fit (behind theory.sample_metrics) and Table 1's copy in empirics.evaluator.metrics (kept so
+    that empirics never imports theory, nor torch) give the same numbers under each one's names."""
     from empirics.evaluator.metrics import bootstrap_ci, error_eq4
     from empirics.evaluator.metrics import trimmed_fit as section3_fit
 
