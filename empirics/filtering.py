@@ -3,6 +3,7 @@
 from empirics.mitigation.filters import (
     FILE_FORMAT,
     PRESETS,
+    RANDOM_SUBSET_DRAWS,
     Architecture,
     FilterConfig,
     TrainedFilter,
@@ -14,6 +15,7 @@ from empirics.mitigation.filters import (
     load_filter,
     oracle_filter,
     predicted_class,
+    random_subset_control,
     save_filter,
     train_filter,
     train_test_split,
@@ -22,5 +24,5 @@ from empirics.mitigation.filters import (
 __all__ = [
     "Architecture", "FilterConfig", "PRESETS", "filter_config", "build_filter_network", "as_model_input",
     "train_test_split", "epoch_order", "train_filter", "TrainedFilter", "predicted_class", "filter_samples",
-    "oracle_filter", "save_filter", "load_filter", "FILE_FORMAT",
+    "oracle_filter", "random_subset_control", "RANDOM_SUBSET_DRAWS", "save_filter", "load_filter", "FILE_FORMAT",
 ]

@@ -2,8 +2,8 @@
 
 Reads run folders that hold unguided samples, guided samples (``hidden-rules sample --classifier``),
 the guidance classifier (``hidden-rules classifier``) and a filter classifier (``hidden-rules filter``),
-and writes ``table2.json`` (every number with bootstrap 95 % CIs, the kept fractions, the classifiers'
-accuracies, the paper's numbers beside ours), ``table2.csv`` and ``table2.png``. A missing piece leaves
+and writes ``table2.json`` (every number with bootstrap 95 % CIs, the kept fractions, each filter's random-subset
+null with its p-values, the classifiers' accuracies, the paper's numbers beside ours), ``table2.csv`` and ``table2.png``. A missing piece leaves
 its column empty. Run: ``hidden-rules table2 runs/A runs/B runs/C runs/D --samples ddim-50-eta1``.
 """
 
@@ -65,7 +65,8 @@ def run(args) -> int:
     text = io.StringIO()
     w = csv.writer(text)
     w.writerow(["task", "method", "n", "kept_fraction", "error", "error_ci_lo", "error_ci_hi", "r2", "r2_ci_lo",
-                "r2_ci_hi", "paper_error", "paper_r2"])
+                "r2_ci_hi", "paper_error", "paper_r2", "random_subset_error_median", "random_subset_r2_median",
+                "p_error_lower", "p_r2_higher"])
     for r in rows:
         for m in METHODS:
             v = r[m]
@@ -73,9 +74,13 @@ def run(args) -> int:
                 continue
             eci, rci = v["error_ci95"] or (None, None), v["r2_ci95"] or (None, None)
             paper = r["paper"].get(m, {})
+            null = v.get("random_subset") or {}
+            rand = null.get("random", {})
             w.writerow([r["task"], m, v["n"], _fmt(v["kept_fraction"], 4), _fmt(v["error"], 4), _fmt(eci[0], 4),
                         _fmt(eci[1], 4), _fmt(v["r2"], 4), _fmt(rci[0], 4), _fmt(rci[1], 4),
-                        paper.get("error", ""), paper.get("r2", "")])
+                        paper.get("error", ""), paper.get("r2", ""),
+                        _fmt(rand.get("error", {}).get("median"), 4), _fmt(rand.get("r2", {}).get("median"), 4),
+                        _fmt(null.get("p_error_lower"), 4), _fmt(null.get("p_r2_higher"), 4)])
     atomic_write_bytes(csv_path, text.getvalue().encode())
     write_json(js, {"table": "Table 2", "samples": args.samples, "filter": args.filter, "threshold": args.threshold,
                     "oracle_tolerance": args.oracle_tolerance, "rows": rows})

@@ -21,7 +21,10 @@ Here:
   (:func:`train_test_split`) and reports the per-epoch training loss and the final test accuracy;
 * :func:`filter_samples` is the filter: predicted class 1 with class-1 probability >= a threshold;
 * :func:`oracle_filter` uses the evaluator itself as the filter (beyond the paper: the ceiling any
-  learned filter approaches; Table 2 has no such row).
+  learned filter approaches; Table 2 has no such row);
+* :func:`random_subset_control` is the null a filter is measured against (beyond the paper): keeping
+  as many samples at random. A filter whose Error or R^2 a random subset of its size also reaches has
+  shown nothing about the rule, only that a smaller set has other CIs.
 
 Seeding: the weights are drawn under ``torch.manual_seed(config.seed)`` (in a forked RNG, so the
 caller's global state is untouched), the split from ``numpy.random.default_rng([seed, SPLIT_STREAM])``
@@ -77,11 +80,13 @@ from empirics.tasks import TARGET_SLOPE, Task
 __all__ = [
     "Architecture", "FilterConfig", "PRESETS", "filter_config", "build_filter_network", "as_model_input",
     "train_test_split", "epoch_order",
-    "train_filter", "TrainedFilter", "predicted_class", "filter_samples", "oracle_filter", "save_filter",
+    "train_filter", "TrainedFilter", "predicted_class", "filter_samples", "oracle_filter",
+    "random_subset_control", "RANDOM_SUBSET_DRAWS", "save_filter",
     "load_filter", "FILE_FORMAT",
 ]
 
 SPLIT_STREAM, ORDER_STREAM = 0x5B11, 0x0DE5  # independent numpy streams of one seed
+RANDOM_SUBSET_DRAWS = 200                    # random subsets behind random_subset_control's p-values
 FILE_FORMAT = "hidden-rules filter classifier"
 FILE_VERSION = 1
 PREDICT_BATCH = 256
@@ -504,6 +509,61 @@ def oracle_filter(evaluation: Evaluation, tolerance: float = 0.05) -> np.ndarray
         raise ValueError(f"tolerance must be a finite number > 0, got {tolerance!r}")
     return np.asarray(evaluation.valid, bool) & conforming(evaluation.x, evaluation.y, TARGET_SLOPE[evaluation.task],
                                                            rtol=tolerance)
+
+
+def random_subset_control(evaluation: Evaluation, keep, *, draws: int = RANDOM_SUBSET_DRAWS, seed: int = 0,
+                          trim=(2.5, 97.5)) -> dict | None:
+    """Does a filter beat chance? Error (eq. (4)) and R^2 of ``draws`` random subsets of the samples, each
+    as large as the filter's kept set, against the kept set's own.
+
+    ``keep`` is the filter's boolean mask over ``evaluation`` (invalid samples included, as a filter sees
+    them). Each draw keeps ``keep.sum()`` samples uniformly without replacement (numpy
+    ``default_rng([seed, draw])``) and is measured with the same trimmed fit (no bootstrap). Returns the
+    kept set's Error and R^2, the draws' median and 2.5/97.5 percentiles, and the one-sided Monte Carlo
+    p-values ``p_error_lower = (1 + #{draw Error <= kept Error}) / (fitted draws + 1)`` and
+    ``p_r2_higher`` likewise, with ``beats_chance`` (p < 0.05) for each; ``None`` when the filter keeps
+    fewer than 3 valid samples or no draw can be fitted. Draws whose fit fails (fewer than 3 valid
+    samples) are counted in ``unfitted`` and left out of the p-values. Beyond the paper (Table 2 has no
+    null for its Filtering row).
+    """
+    if not isinstance(evaluation, Evaluation):
+        raise ValueError(f"evaluation must be an Evaluation (empirics.evaluate.evaluate), got "
+                         f"{type(evaluation).__name__}")
+    keep = np.asarray(keep)
+    if keep.dtype != bool or keep.shape != (len(evaluation),):
+        raise ValueError(f"keep must be a boolean mask of shape ({len(evaluation)},), got dtype {keep.dtype} "
+                         f"and shape {keep.shape}")
+    draws = check_int("draws", draws, 1)
+    seed = check_int("seed", seed, 0)
+    observed = evaluation.take(keep).summary(trim=trim, n_boot=0)
+    if observed["error"] is None or observed["r2"] is None:
+        return None
+    n, n_keep = len(evaluation), int(keep.sum())
+    errors, r2s, unfitted = [], [], 0
+    for d in range(draws):
+        idx = np.random.default_rng([seed, d]).choice(n, n_keep, replace=False)
+        s = evaluation.take(np.sort(idx)).summary(trim=trim, n_boot=0)
+        if s["error"] is None or s["r2"] is None:
+            unfitted += 1
+            continue
+        errors.append(s["error"])
+        r2s.append(s["r2"])
+    if not errors:
+        return None
+    errors, r2s = np.asarray(errors), np.asarray(r2s)
+    m = errors.size
+    p_err = (1 + int(np.sum(errors <= observed["error"]))) / (m + 1)
+    p_r2 = (1 + int(np.sum(r2s >= observed["r2"]))) / (m + 1)
+
+    def band(v):
+        return {"median": float(np.median(v)), "p2.5": float(np.percentile(v, 2.5)),
+                "p97.5": float(np.percentile(v, 97.5))}
+
+    return {"draws": draws, "seed": seed, "n_keep": n_keep, "unfitted": unfitted,
+            "kept": {"error": observed["error"], "r2": observed["r2"]},
+            "random": {"error": band(errors), "r2": band(r2s)},
+            "p_error_lower": p_err, "p_r2_higher": p_r2,
+            "beats_chance": {"error": p_err < 0.05, "r2": p_r2 < 0.05}}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -18,6 +18,9 @@ class (App. G.1 reports accuracy on training data; t is not stated there).
 samples (DDPM), the guided ones (Guidance), the unguided ones kept by a filter classifier (Filtering)
 and kept by the evaluator itself (Oracle filter: the measured ratio within a tolerance of the rule; the
 ceiling a learned filter approaches, not a row of the paper), with the fraction each filter keeps.
+Every filter and the oracle stand beside a null that could have come out otherwise: as many samples
+kept at random (``random_subset``, :func:`empirics.mitigation.filters.random_subset_control`); the
+oracle, which keeps by the rule itself, is the positive control that this null can be beaten.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from empirics.mitigation.filters import (
     load_filter,
     oracle_filter,
     predicted_class,
+    random_subset_control,
     save_filter,
     train_filter,
 )
@@ -201,7 +205,8 @@ def _filter_result(path: Path, config, images: np.ndarray, ev: Evaluation, thres
             "test_accuracy": filt.test_accuracy, "train_seconds": record.get("seconds"),
             "filter_seconds": round(time.perf_counter() - t0, 2),
             "predicted_class_counts": [int(c) for c in counts],
-            **_metrics(ev.take(keep), n_boot, seed, len(ev))}
+            **_metrics(ev.take(keep), n_boot, seed, len(ev)),
+            "random_subset": random_subset_control(ev, keep, seed=seed)}
 
 
 def table2_row(run_dir, samples: str, *, guided: str | None = None, filter_arch="mlp", threshold: float = 0.0,
@@ -257,5 +262,6 @@ def table2_row(run_dir, samples: str, *, guided: str | None = None, filter_arch=
     row["filters_test_accuracy"] = {a: f["test_accuracy"] for a, f in row["filters"].items()}
     # Oracle filter: the evaluator keeps the samples within the tolerance of the rule.
     keep = oracle_filter(ev, oracle_tolerance)
-    row["oracle"] = {"tolerance": oracle_tolerance, **_metrics(ev.take(keep), n_boot, seed, n)}
+    row["oracle"] = {"tolerance": oracle_tolerance, **_metrics(ev.take(keep), n_boot, seed, n),
+                     "random_subset": random_subset_control(ev, keep, seed=seed)}
     return row

@@ -20,6 +20,7 @@ from empirics.filtering import (
     load_filter,
     oracle_filter,
     predicted_class,
+    random_subset_control,
     save_filter,
     train_filter,
     train_test_split,
@@ -216,6 +217,66 @@ def test_oracle_rejects_bad_tolerance(tolerance):
     ev = evaluate(generate("D", 2, 32, seed=1).images, "D")
     with pytest.raises(ValueError, match="tolerance"):
         oracle_filter(ev, tolerance)
+
+
+def _synthetic_evaluation(n=400, seed=0):
+    """An Evaluation of n Task-A samples whose fine-rule ratio y/x is 1 + noise (sd 5 %), 5 % invalid."""
+    rng = np.random.default_rng(seed)
+    ev = evaluate(generate("A", 1, 32, seed=1).images, "A")
+    x = rng.uniform(0.02, 0.18, n)
+    y = x * (1 + 0.05 * rng.standard_normal(n))
+    valid = rng.random(n) > 0.05
+    idx = np.zeros(n, int)
+    return dataclasses.replace(ev.take(idx), valid=valid, x=x, y=y, coarse_ok=np.ones(n, bool))
+
+
+def test_random_subset_control_tells_a_rule_filter_from_chance():
+    ev = _synthetic_evaluation()
+    # Positive control: keeping the samples nearest the rule beats every random subset of that size.
+    near = oracle_filter(ev, tolerance=0.03)
+    assert 50 < near.sum() < 350
+    res = random_subset_control(ev, near, draws=99, seed=3)
+    assert res["n_keep"] == near.sum() and res["draws"] == 99 and res["unfitted"] == 0
+    assert res["p_error_lower"] == res["p_r2_higher"] == 1 / 100
+    assert res["beats_chance"] == {"error": True, "r2": True}
+    assert res["kept"]["error"] < res["random"]["error"]["p2.5"]
+    # Negative control: a filter that keeps at random. Under the null its p-value is uniform, so over
+    # 20 independent random filters (99 draws each) the count below 0.05 is Binomial(20, <= 0.05):
+    # P(count >= 5) < 0.003.
+    ps = []
+    for k in range(20):
+        keep = np.random.default_rng([99, k]).random(len(ev)) < 0.4
+        ps.append(random_subset_control(ev, keep, draws=99, seed=k)["p_error_lower"])
+    assert sum(p < 0.05 for p in ps) < 5
+    assert 0.2 < np.median(ps) < 0.8
+
+
+def test_random_subset_control_is_seeded_and_edge_cases():
+    ev = _synthetic_evaluation(60)
+    keep = np.arange(60) % 2 == 0
+    a = random_subset_control(ev, keep, draws=30, seed=5)
+    assert a == random_subset_control(ev, keep, draws=30, seed=5)
+    assert a != random_subset_control(ev, keep, draws=30, seed=6)
+    # Keeping everything: every draw is the whole set, so the p-values are exactly 1.
+    full = random_subset_control(ev, np.ones(60, bool), draws=10)
+    assert full["p_error_lower"] == full["p_r2_higher"] == 1.0
+    # A filter that keeps fewer than 3 valid samples has no fit, hence no null.
+    assert random_subset_control(ev, np.arange(60) < 2, draws=10) is None
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(keep=np.ones(5, bool)), "boolean mask of shape"),
+    (dict(keep=np.ones(60, int)), "boolean mask"),
+    (dict(draws=0), "draws"),
+    (dict(seed=-1), "seed"),
+])
+def test_random_subset_control_rejects_bad_input(kwargs, match):
+    ev = _synthetic_evaluation(60)
+    args = dict(keep=np.ones(60, bool)) | kwargs
+    with pytest.raises(ValueError, match=match):
+        random_subset_control(ev, args.pop("keep"), **args)
+    with pytest.raises(ValueError, match="Evaluation"):
+        random_subset_control(np.ones((3, 3)), np.ones(3, bool))
 
 
 def test_oracle_needs_an_evaluation():

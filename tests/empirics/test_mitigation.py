@@ -59,7 +59,12 @@ def test_table2_over_the_run(run, tmp_path):
     assert row["filters"]["mlp"]["predicted_class_counts"][1] == row["filtering"]["n"]   # argmax rule
     assert row["filtering"]["n"] == round(row["filtering"]["kept_fraction"] * 12)
     assert row["oracle"]["tolerance"] == 0.05 and row["paper"]["guidance"] == {"error": 0.21, "r2": 0.9}
+    # Every filter stands beside its random-subset null (None when it keeps < 3 valid samples).
+    for method in (row["filtering"], row["oracle"]):
+        null = method["random_subset"]
+        assert null is None or (null["n_keep"] == method["n"] and 0 < null["p_error_lower"] <= 1)
     assert (out / "table2.csv").is_file() and (out / "table2.png").is_file()
+    assert "p_error_lower" in (out / "table2.csv").read_text().splitlines()[0]
 
 
 @pytest.mark.parametrize(("args", "message"), [
