@@ -2,9 +2,10 @@
 
 Reads run folders that hold unguided samples, guided samples (``hidden-rules sample --classifier``),
 the guidance classifier (``hidden-rules classifier``) and a filter classifier (``hidden-rules filter``),
-and writes ``table2.json`` (every number with bootstrap 95 % CIs, the kept fractions, each filter's random-subset
-null with its p-values, the classifiers' accuracies, the paper's numbers beside ours), ``table2.csv`` and ``table2.png``. A missing piece leaves
-its column empty. Run: ``hidden-rules table2 runs/A runs/B runs/C runs/D --samples ddim-50-eta1``.
+and writes ``table2.json`` (every number with bootstrap 95 % CIs, the kept fractions, each filter's
+random-subset null with its p-values, the classifiers' accuracies, the paper's numbers beside ours),
+``table2.csv`` and ``table2.png``. A missing piece leaves its column empty.
+Run: ``hidden-rules table2 runs/A runs/B runs/C runs/D --samples ddim-50-eta1``.
 """
 
 from __future__ import annotations
