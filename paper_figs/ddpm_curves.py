@@ -3,8 +3,8 @@
 (training) For every EMA snapshot of the run (``<run>/snapshots``; ``--every K`` keeps the steps that are
 multiples of K, and always the last), ``--n`` samples of one sampler (default DDIM-100, eta = 1) with seeds
 0..n-1, measured by the rule evaluator (``empirics.runs.rule_table_row``): Invalid % and coarse
-violations (exact binomial 95 % CIs), R^2 and Error (eq. (4)) with percentile-bootstrap 95 % CIs and
-the +-1 % conforming share; and the marginal goals of a CPU model (``empirics.evaluator.marginals.
+violations (exact binomial 95 % CIs), R^2, Error (eq. (4)) and the +-1 % conforming share with
+percentile-bootstrap 95 % CIs; and the marginal goals of a CPU model (``empirics.evaluator.marginals.
 goal_measures``): white backgrounds, valid samples with a rule length outside the training range, and
 each element's colour in App. C's box against the training set's share.
 The control: ``--n`` fresh renders never trained on (seed ``FRESH_SEED``) measured the same way, drawn
@@ -66,7 +66,8 @@ def _point(run: Path, name: str, n_boot: int, train_colours: dict | None) -> dic
              "coarse_violation_percent": row["coarse_violation_percent_of_valid"],
              "r2": row["fit"]["r2"], "r2_ci95": (row["ci95"] or {}).get("r2"),
              "error": row["fit"]["error"], "error_ci95": (row["ci95"] or {}).get("error"),
-             "slope": row["fit"]["beta1"], "conforming_fraction": row["conforming_fraction"]}
+             "slope": row["fit"]["beta1"], "conforming_fraction": row["conforming_fraction"],
+             "conforming_fraction_ci95": (row["ci95"] or {}).get("conforming_fraction")}
     if train_colours is not None:
         point.update(goal_measures(rev, train_colours))
     return point
@@ -78,7 +79,8 @@ def _fresh_control(task: str, n: int, size: int, n_boot: int) -> dict:
     s = ev.summary(n_boot=n_boot, seed=0)
     ci = s["ci95"] or {}
     return {"what": "fresh renders, never trained on", "seed": FRESH_SEED, "n": n, "n_valid": int(ev.valid.sum()),
-            "r2": s["r2"], "r2_ci95": ci.get("r2"), "error": s["error"], "error_ci95": ci.get("error")}
+            "r2": s["r2"], "r2_ci95": ci.get("r2"), "error": s["error"], "error_ci95": ci.get("error"),
+            "conforming_fraction": s["conforming_fraction"], "conforming_fraction_ci95": ci.get("conforming_fraction")}
 
 
 def _snapshots(files, every: int | None) -> list[int]:

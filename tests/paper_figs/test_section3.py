@@ -11,6 +11,7 @@ import pytest
 from empirics import ddpm
 from empirics.evaluator.controls import FRESH_SEED, Metric
 from empirics.tasks import generate
+from paper_figs import ddpm_curves
 from paper_figs.cli import main as cli_main
 
 
@@ -104,7 +105,16 @@ def test_ddpm_curves_over_snapshots(tmp_path):
         assert {"r2", "r2_ci95", "error", "conforming_fraction", "background_white_percent",
                 "outside_rule_range_percent", "goals"} <= set(p)
         assert 0.0 <= p["background_white_percent"] <= 100.0
-    assert rec["control_fresh"]["n"] == 4 and rec["control_fresh"]["seed"] == FRESH_SEED
+    control = rec["control_fresh"]
+    assert control["n"] == 4 and control["seed"] == FRESH_SEED
+    for p in [*rec["training"], control]:  # the conforming share carries its bootstrap CI, as R^2 and Error do
+        if p["conforming_fraction_ci95"] is not None:
+            lo, hi = p["conforming_fraction_ci95"]
+            assert 0.0 <= lo <= p["conforming_fraction"] <= hi <= 1.0
+    # 4 renders are too few for the trimmed fit (no CI); 40 get one, and exact renders conform in the main
+    big = ddpm_curves._fresh_control("A", 40, 32, n_boot=200)
+    lo, hi = big["conforming_fraction_ci95"]
+    assert big["n_valid"] == 40 and lo <= big["conforming_fraction"] <= hi and big["conforming_fraction"] >= 0.9
     rows = list(csv.DictReader((tmp_path / "o" / "ddpm_curves_A.csv").open()))
     assert [int(r["train_step"]) for r in rows] == [2, 4] and "invalid_percent" in rows[0]
     # --every keeps the multiples of K and always the last snapshot; the cached samples are reused
