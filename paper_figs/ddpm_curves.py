@@ -14,7 +14,8 @@ as a band on the R^2 and Error panels (a perfect model's samples would lie there
 sets of one sampler with different N, the largest.
 
 Samples are cached in ``<run>/samples/curve<n>-<sampler>-step<k>``, so an interrupted run resumes.
-Writes ``ddpm_curves_<task>.png``, ``.json`` and ``.csv`` (one row per snapshot).
+Writes ``ddpm_curves_<task>.png`` (Invalid and coarse, R^2, Error, +-1 % share, marginals against training
+steps; a sixth panel by sampler when benchmark sets exist), ``.json`` and ``.csv`` (one row per snapshot).
 Run: ``hidden-rules ddpm-curves runs/A --n 512 --steps 50 --every 1000`` (App. D.3, Fig. 12).
 """
 
@@ -158,14 +159,15 @@ def _errorbars(ax, xs, points, key, **kw):
 
 
 def _plot(plt, task: str, training: list, control: dict, sampling: list, what: str):
-    fig, axes = plt.subplots(1, 5, figsize=(19, 3.3))
+    fig, axes = plt.subplots(1, 6 if sampling else 5, figsize=(22.8 if sampling else 19, 3.3))
     xs = [p["train_step"] for p in training]
     ax = axes[0]
     _errorbars(ax, xs, training, "invalid_percent", color="C0", label="Invalid %")
     _errorbars(ax, xs, training, "coarse_violation_percent", color="C3", label="coarse violations, % of valid")
     ax.set_ylabel("% (95 % CI)")
     ax.set_title(f"Task {task}: {what}", fontsize=9)
-    for ax, key, label in ((axes[1], "r2", "$R^2$"), (axes[2], "error", "Error, eq. (4)")):
+    for ax, key, label in ((axes[1], "r2", "$R^2$"), (axes[2], "error", "Error, eq. (4)"),
+                           (axes[3], "conforming_fraction", "share within ±1 %")):
         _errorbars(ax, xs, training, key, color="C0", label="samples")
         ci = control.get(f"{key}_ci95") or [control[key]] * 2
         if control[key] is not None:
@@ -174,7 +176,7 @@ def _plot(plt, task: str, training: list, control: dict, sampling: list, what: s
         ax.set_ylabel(f"{label} (95 % CI)")
         ax.set_title(f"{label} of the fine rule", fontsize=9)
     axes[2].set_yscale("log")
-    ax = axes[3]
+    ax = axes[4]
     _errorbars(ax, xs, training, "background_white_percent", color="C0", label="white background")
     _errorbars(ax, xs, training, "outside_rule_range_percent", color="C1", label="rule length outside training range")
     for j, key in enumerate(k for k in training[0] if k.startswith("colour_") and k.endswith("_in_box_percent")):
@@ -182,11 +184,14 @@ def _plot(plt, task: str, training: list, control: dict, sampling: list, what: s
                    + " colour in box")
     ax.set_ylabel("% of samples (95 % CI)")
     ax.set_title("marginals", fontsize=9)
-    for ax in axes[:4]:
+    for ax in axes[:5]:
         ax.set_xlabel("training step (EMA snapshot)")
         ax.legend(fontsize=6)
         ax.tick_params(labelsize=7)
-    ax = axes[4]
+    if not sampling:  # no benchmark sample sets at the final checkpoint: no sixth panel
+        fig.tight_layout()
+        return fig
+    ax = axes[5]
     for j, family in enumerate(sorted({p["family"] for p in sampling})):
         pts = sorted((p for p in sampling if p["family"] == family), key=lambda p: p["sampling_steps"])
         ax.plot([p["sampling_steps"] for p in pts], [p["invalid_percent"] for p in pts], marker="o", ms=3,
@@ -196,9 +201,8 @@ def _plot(plt, task: str, training: list, control: dict, sampling: list, what: s
                  for p in pts], ":", marker="x", ms=3, color=f"C{j}", label=f"{family}: coarse viol. %")
     ax.set_xscale("log")
     ax.set_xlabel("sampling steps")
-    ax.set_title("final checkpoint, by sampler" if sampling else "no benchmark sample sets yet", fontsize=9)
-    if sampling:
-        ax.legend(fontsize=6)
+    ax.set_title("final checkpoint, by sampler", fontsize=9)
+    ax.legend(fontsize=6)
     fig.tight_layout()
     return fig
 

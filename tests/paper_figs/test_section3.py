@@ -123,3 +123,12 @@ def test_ddpm_curves_over_snapshots(tmp_path):
     rec3 = json.loads((tmp_path / "o3" / "ddpm_curves_A.json").read_text())
     assert [p["train_step"] for p in rec3["training"]] == [4]
     assert rec3["training"][0]["invalid_percent"] == rec["training"][1]["invalid_percent"]
+    # benchmark sets at the final checkpoint add the by-sampler panel; of two sizes of one sampler, the larger
+    spec = ddpm.SampleSpec("ddim", 3, 1.0)
+    for n in (2, 3):
+        ddpm.sample(run, n, spec, out=run / "samples" / f"bench{n}-{spec.name}", batch_size=n, progress=False)
+    assert cli_main(["ddpm-curves", str(run), "--n", "4", "--steps", "3", "--every", "3", "--out",
+                     str(tmp_path / "ob")]) == 0
+    recb = json.loads((tmp_path / "ob" / "ddpm_curves_A.json").read_text())
+    assert [(p["family"], p["sampling_steps"], p["n"]) for p in recb["sampling"]] == [("DDIM eta=1", 3, 3)]
+    assert (tmp_path / "ob" / "ddpm_curves_A.png").stat().st_size > 0
